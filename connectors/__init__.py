@@ -1,0 +1,3 @@
+"""One module per external system; each exposes one class satisfying sync_worker.connector.Connector."""
+
+__all__: list[str] = []

@@ -1,0 +1,293 @@
+"""Pure translation between LaGrowthMachine payloads and the canonical model.
+
+No network, no clock: every time a record needs that the payload does not carry is passed in
+(``observed_at``). Stages resolve only through the YAML mappings (``mappings.to_canonical``,
+``mappings.reply_stage``, ``mappings.to_target``); no status name is mapped here.
+
+Payload shapes followed (see the package docstring for which parts are documented and which are
+assumed):
+
+- campaign lead stats row (``GET /campaigns/:campaignId/statsleads``): ``id``, ``firstname``,
+  ``lastname``, ``email``, ``companyName``, ``companyUrl``, ``linkedinUrl``, ``status``,
+  ``action_todo``: https://documenter.getpostman.com/view/2071164/TVCmSkH2
+- inbox message (webhook body and conversation search item): ``messageId``, ``conversationId``,
+  ``leadId``, ``identityId``, ``campaignId``, ``createdAt`` (Unix milliseconds), ``sent`` /
+  ``received`` (direction), ``messageChannel``, ``lead`` (the lead object).
+- lead status update (``POST /leads/status``, form-encoded): ``status``, ``campaign[]`` (campaign
+  names), ``proEmail`` / ``persoEmail`` identify the lead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from sync_worker.canonical import (
+    CanonicalRecord,
+    CanonicalUpdate,
+    RecordStatus,
+    StageKey,
+    StageKind,
+    StageModel,
+    UnmappedStage,
+)
+from sync_worker.errors import PayloadError, PermanentError
+
+__all__ = [
+    "REPLY_SOURCE_STAGE",
+    "SOURCE",
+    "StageMappings",
+    "TargetStatus",
+    "from_canonical",
+    "is_deleted",
+    "is_incoming",
+    "lead_to_canonical",
+    "parse_id",
+    "parse_timestamp",
+    "reply_to_canonical",
+    "to_canonical",
+]
+
+SOURCE = "lagrowthmachine"
+REPLY_SOURCE_STAGE = "REPLIED"
+"""``source_stage`` of a reply record: a reply is an event, not a lead status."""
+
+# Keys under which a lead may carry the id of the same person/deal in a CRM (assumed: LGM's native
+# CRM integrations store these on the lead; not in the public API reference).
+_CRM_ID_KEYS: Mapping[str, tuple[str, ...]] = {
+    "hubspot": ("hubspotId", "hubspot_id", "hubspotContactId"),
+    "pipedrive": ("pipedriveId", "pipedrive_id", "pipedrivePersonId"),
+}
+
+
+class TargetStatus(Protocol):
+    """The part of ``sync_worker.mappings.TargetStage`` a push needs."""
+
+    @property
+    def stage(self) -> str | None: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+
+class StageMappings(Protocol):
+    """The part of ``sync_worker.mappings.Mappings`` this connector uses."""
+
+    @property
+    def model(self) -> StageModel: ...
+
+    def to_canonical(
+        self,
+        source: str,
+        *,
+        pipeline: str | None,
+        stage: str | None,
+        pipeline_name: str | None = None,
+        stage_name: str | None = None,
+        status: str | None = None,
+    ) -> StageKey | UnmappedStage: ...
+
+    def reply_stage(self, source: str) -> StageKey | None: ...
+
+    def to_target(
+        self, target: str, key: StageKey, *, pipeline: str | None = None
+    ) -> TargetStatus | None: ...
+
+
+def parse_id(value: object, field: str) -> str:
+    """An id that may arrive as a string or an integer, as a non-empty string."""
+    if isinstance(value, bool) or value is None:
+        raise PayloadError(f"{field}: expected an id, got {type(value).__name__}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise PayloadError(f"{field}: expected a non-empty string or integer id")
+
+
+def parse_timestamp(value: object, field: str) -> datetime:
+    """Unix milliseconds (LGM's ``createdAt``) or an ISO 8601 string, as aware UTC."""
+    if isinstance(value, bool) or value is None:
+        raise PayloadError(f"{field}: expected a timestamp")
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise PayloadError(f"{field}: timestamp out of range") from exc
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return parse_timestamp(int(text), field)
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise PayloadError(f"{field}: not an ISO 8601 timestamp") from exc
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    raise PayloadError(f"{field}: expected Unix milliseconds or an ISO 8601 string")
+
+
+def _text(payload: Mapping[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _links(lead: Mapping[str, Any]) -> dict[str, str]:
+    links: dict[str, str] = {}
+    for system, keys in _CRM_ID_KEYS.items():
+        for key in keys:
+            value = lead.get(key)
+            if value is not None and not isinstance(value, bool) and str(value).strip():
+                links[system] = str(value).strip()
+                break
+    return links
+
+
+def _status_for(model: StageModel, key: StageKey) -> RecordStatus:
+    kind = model.get(key).kind
+    if kind is StageKind.WON:
+        return "won"
+    if kind is StageKind.LOST:
+        return "lost"
+    return "open"
+
+
+def is_deleted(lead: Mapping[str, Any]) -> bool:
+    """True when a lead row says the lead was removed (assumed flags: deleted, isDeleted, removed)."""
+    return any(lead.get(key) is True for key in ("deleted", "isDeleted", "removed"))
+
+
+def lead_to_canonical(
+    lead: Mapping[str, Any],
+    mappings: StageMappings,
+    *,
+    observed_at: datetime,
+    campaign_id: str | None = None,
+) -> CanonicalRecord:
+    """A lead-status record from one campaign lead stats row.
+
+    The row carries no modification time, so ``observed_at`` (when the pull read it) is the
+    record's ``updated_at``. The status resolves through the mappings with ``pipeline=None``; an
+    unknown status is an :class:`UnmappedStage` in ``unmapped``, never a default. A lead flagged
+    ``deleted``/``removed`` becomes a ``deleted`` record.
+    """
+    lead_id = parse_id(lead.get("id", lead.get("leadId")), "lead.id")
+    status = _text(lead, "status", "leadStatus")
+    common: dict[str, Any] = {
+        "source": SOURCE,
+        "kind": "lead",
+        "external_id": lead_id,
+        "updated_at": observed_at,
+        "pipeline_id": campaign_id,
+        "source_stage": status,
+        "title": " ".join(p for p in (_text(lead, "firstname"), _text(lead, "lastname")) if p) or None,
+        "contact_email": _text(lead, "proEmail", "email", "persoEmail"),
+        "linkedin_url": _text(lead, "linkedinUrl"),
+        "company": _text(lead, "companyName"),
+        "links": _links(lead),
+    }
+    if is_deleted(lead):
+        return CanonicalRecord(**common, status="deleted")
+    resolved = mappings.to_canonical(SOURCE, pipeline=None, stage=status)
+    if isinstance(resolved, UnmappedStage):
+        return CanonicalRecord(**common, unmapped=resolved)
+    return CanonicalRecord(**common, stage=resolved, status=_status_for(mappings.model, resolved))
+
+
+def is_incoming(message: Mapping[str, Any]) -> bool:
+    """True when an inbox message was received from the lead (a reply), not sent to them."""
+    if message.get("received") is True:
+        return True
+    direction = message.get("direction")
+    return isinstance(direction, str) and direction.lower() in ("inbound", "incoming", "received")
+
+
+def reply_to_canonical(message: Mapping[str, Any], mappings: StageMappings) -> CanonicalRecord:
+    """An "a lead replied" record from one incoming inbox message.
+
+    ``replied_at`` and ``updated_at`` are the message's ``createdAt``; the stage is
+    ``mappings.reply_stage("lagrowthmachine")`` (an :class:`UnmappedStage` when none is configured).
+    """
+    if not is_incoming(message):
+        raise PermanentError("lagrowthmachine: an outgoing message is not a reply")
+    lead_raw = message.get("lead")
+    lead: Mapping[str, Any] = lead_raw if isinstance(lead_raw, Mapping) else {}
+    lead_id = parse_id(message.get("leadId", lead.get("id")), "leadId")
+    replied_at = parse_timestamp(message.get("createdAt"), "createdAt")
+    campaign = message.get("campaignId")
+    stage = mappings.reply_stage(SOURCE)
+    return CanonicalRecord(
+        source=SOURCE,
+        kind="lead",
+        external_id=lead_id,
+        updated_at=replied_at,
+        stage=stage,
+        status="open" if stage is None else _status_for(mappings.model, stage),
+        pipeline_id=parse_id(campaign, "campaignId") if campaign is not None else None,
+        source_stage=REPLY_SOURCE_STAGE,
+        title=" ".join(
+            p for p in (_text(lead, "firstname", "firstName"), _text(lead, "lastname", "lastName")) if p
+        )
+        or None,
+        contact_email=_text(lead, "proEmail", "email", "persoEmail"),
+        linkedin_url=_text(lead, "linkedinUrl"),
+        company=_text(lead, "companyName"),
+        replied_at=replied_at,
+        links=_links(lead),
+        unmapped=UnmappedStage(SOURCE, None, REPLY_SOURCE_STAGE) if stage is None else None,
+    )
+
+
+def to_canonical(
+    payload: Mapping[str, Any],
+    mappings: StageMappings,
+    *,
+    kind: Literal["lead", "message"],
+    observed_at: datetime | None = None,
+    campaign_id: str | None = None,
+) -> CanonicalRecord:
+    """Translate one payload: a lead stats row (``kind="lead"``) or an incoming message."""
+    if kind == "message":
+        return reply_to_canonical(payload, mappings)
+    if observed_at is None:
+        raise PermanentError("lagrowthmachine: a lead row needs observed_at (it carries no timestamp)")
+    return lead_to_canonical(payload, mappings, observed_at=observed_at, campaign_id=campaign_id)
+
+
+def _target_key(update: CanonicalUpdate) -> StageKey | None:
+    if update.stage is not None:
+        return update.stage
+    if update.status == "won":
+        return StageKey.WON
+    if update.status == "lost":
+        return StageKey.LOST
+    return None
+
+
+def from_canonical(
+    update: CanonicalUpdate, mappings: StageMappings, *, campaigns: Sequence[str]
+) -> dict[str, str | list[str]]:
+    """The form fields of ``POST /leads/status`` for one update.
+
+    ``campaigns`` are the campaign NAMES the status applies to (the API scopes a status per
+    campaign). The lead is identified by ``contact_email`` sent as ``proEmail``. Raises
+    :class:`PermanentError` when the update cannot be expressed (no stage or won/lost status, a
+    stage the mapping cannot represent, no e-mail, no campaign).
+    """
+    key = _target_key(update)
+    if key is None:
+        raise PermanentError("lagrowthmachine: only a stage or a won/lost status can be pushed")
+    target = mappings.to_target(SOURCE, key)
+    status = None if target is None else (target.status or target.stage)
+    if not status:
+        raise PermanentError(f"lagrowthmachine: canonical stage {key.value!r} has no lead status mapped")
+    if not update.contact_email:
+        raise PermanentError("lagrowthmachine: a lead status update needs the lead's e-mail")
+    if not campaigns:
+        raise PermanentError("lagrowthmachine: no campaign to apply the lead status to")
+    return {"status": status, "proEmail": update.contact_email, "campaign[]": list(campaigns)}

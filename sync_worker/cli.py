@@ -1,0 +1,149 @@
+"""The ``sync-worker`` command line.
+
+Exit codes: 0 ok; 1 a failure the command reports; 2 bad usage or bad configuration, with a message
+that says what to fix. Settings are built once here and passed down.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sync_worker import __version__
+from sync_worker.errors import ConfigError, MappingError, SyncWorkerError
+from sync_worker.settings import Settings, describe_settings, load_settings
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _errors_to_exit_codes(func: F) -> F:
+    """Turn the project's errors into the documented exit codes at one place."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, MappingError) as exc:
+            _fail(str(exc), 2)
+        except SyncWorkerError as exc:
+            _fail(str(exc), 1)
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """Build the settings once per invocation (and only for commands that need them)."""
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        obj["settings"] = load_settings()
+    settings: Settings = obj["settings"]
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sync-worker")
+def main() -> None:
+    """Keep outreach tools and CRMs in step, and flag deals that leak out of the funnel."""
+
+
+@main.command("config")
+@click.pass_context
+@_errors_to_exit_codes
+def config_command(ctx: click.Context) -> None:
+    """Print the effective configuration, secrets masked."""
+    settings = _settings(ctx)
+    rows = describe_settings(settings)
+    width = max(len(name) for name in rows)
+    for name, value in rows.items():
+        click.echo(f"{name.ljust(width)}  {value}")
+    for system, enabled in (
+        ("hubspot", settings.hubspot.enabled),
+        ("pipedrive", settings.pipedrive.enabled),
+        ("lagrowthmachine", settings.lagrowthmachine.enabled),
+    ):
+        if not enabled:
+            click.echo(f"# {system}: disabled (no credentials set)")
+
+
+@main.group("mappings")
+def mappings_group() -> None:
+    """Validate and inspect the YAML stage mappings."""
+
+
+@mappings_group.command("validate")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+@_errors_to_exit_codes
+def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
+    """Check every mapping file in DIRECTORY (default: the configured one). Exit 0 or 2."""
+    from sync_worker.mappings import validate_directory
+
+    target = directory if directory is not None else _settings(ctx).resolved_mappings_dir()
+    if not target.is_dir():
+        raise ConfigError(f"{target}: not a directory of mapping files")
+    result, errors, warnings = validate_directory(target)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if errors or result is None:
+        raise MappingError(errors)
+    click.echo(f"{target}: {len(result.files)} files valid, sources: {', '.join(result.sources())}")
+
+
+@mappings_group.command("show")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+@_errors_to_exit_codes
+def mappings_show(ctx: click.Context, directory: Path | None) -> None:
+    """Print the resolved source stage -> canonical stage table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sync_worker.mappings import load_mappings
+
+    target = directory if directory is not None else _settings(ctx).resolved_mappings_dir()
+    mappings = load_mappings(target)
+    table = Table("source", "pipeline", "source stage", "canonical")
+    for row in mappings.table():
+        table.add_row(*row)
+    Console(width=120).print(table)
+
+
+@main.group("db")
+def db_group() -> None:
+    """Manage the state store."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+@_errors_to_exit_codes
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply the database migrations (shipped inside the package)."""
+    from sync_worker.store import current_revision, upgrade_database
+
+    url = _settings(ctx).database_url
+    upgrade_database(url, revision)
+    click.echo(f"database at revision {current_revision(url)}")
+
+
+@db_group.command("current")
+@click.pass_context
+@_errors_to_exit_codes
+def db_current(ctx: click.Context) -> None:
+    """Print the database's migration revision."""
+    from sync_worker.store import current_revision
+
+    click.echo(current_revision(_settings(ctx).database_url) or "empty (run: sync-worker db upgrade)")

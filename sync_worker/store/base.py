@@ -1,0 +1,113 @@
+"""The state store's common ground: the engine, "now", and the one error boundary.
+
+Every store method runs in one transaction opened by :meth:`StoreBase._write` (``BEGIN IMMEDIATE``
+on SQLite) or :meth:`StoreBase._read` (plain ``BEGIN``). A database that cannot be reached
+(SQLAlchemy ``OperationalError``/``InterfaceError``, a pool timeout, SQLite "database is locked"
+after the busy timeout) raises :class:`~sync_worker.errors.StoreUnavailableError` there, so the
+receiver answers 503 and the sender retries. Messages name the error class only: driver messages
+can echo hosts and users.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from sync_worker.errors import StoreUnavailableError
+from sync_worker.store.engine import READ_ONLY, create_engine_for, redacted_url
+from sync_worker.store.types import as_utc
+
+__all__ = ["StoreBase", "dialect_insert", "dump_json", "load_json", "utc_now"]
+
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dump_json(value: object) -> str:
+    """Compact, key-sorted JSON for TEXT columns (datetimes as ISO 8601, Decimals as strings)."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_json_default)
+
+
+def load_json(raw: str | None) -> Any:
+    return None if raw is None else json.loads(raw)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports ``on_conflict_do_nothing`` on the connection's backend."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+class StoreBase:
+    """Engine ownership, the clock and transactions; the mixins add the typed methods."""
+
+    def __init__(self, database: Engine | str | URL, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._owns_engine = not isinstance(database, Engine)
+        self._engine = database if isinstance(database, Engine) else create_engine_for(database)
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redacted_url(self._engine.url)!r})"
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    def close(self) -> None:
+        """Close pooled connections (only when the store built the engine itself)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def _now(self) -> datetime:
+        return as_utc(self._clock())
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(f"state store unavailable: {_describe(exc)}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                with conn.begin():
+                    yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailableError(f"state store unavailable: {_describe(exc)}") from exc
+
+    def ping(self) -> None:
+        """Return when the database answers; :class:`StoreUnavailableError` otherwise."""
+        with self._read() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+
+
+def _describe(exc: Exception) -> str:
+    # The driver's message may echo host or user; the class name is enough to act on.
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return type(orig).__name__

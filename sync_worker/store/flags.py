@@ -1,0 +1,207 @@
+"""Leak flags raised on records, and the write memory used to suppress echoes.
+
+At most one OPEN flag per (record, rule): a partial unique index over ``cleared_at IS NULL``
+(https://www.sqlite.org/partialindex.html, https://www.postgresql.org/docs/current/indexes-partial.html)
+used as the ``ON CONFLICT`` target, so a concurrent second raise is a no-op rather than an error.
+
+Write memory: after pushing ``field = value`` to a target, the worker remembers a hash of the
+value; when the target's webhook later reports that very value, :meth:`FlagsMixin.was_written`
+says it is our own echo. Values are hashed, not stored, so no field content lands in the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+
+from sync_worker.canonical import StageKey
+from sync_worker.store.base import StoreBase, dialect_insert, dump_json
+from sync_worker.store.models import FlagRule, StoredFlag
+from sync_worker.store.schema import leak_flags, write_memory
+from sync_worker.store.types import as_utc
+
+__all__ = ["FlagsMixin", "value_hash"]
+
+
+def value_hash(value: object) -> str:
+    """A stable hash of a written value, equal for equal numbers whatever their spelling.
+
+    ``100``, ``100.0``, ``Decimal("100.00")`` and the string ``"100.00"`` hash alike, because
+    webhooks report property values as strings while the worker writes typed values.
+    """
+    normal: object = value
+    if isinstance(value, StageKey):
+        normal = value.value
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        normal = _number(str(value))
+    elif isinstance(value, str):
+        normal = _number(value.strip()) or value
+    return hashlib.sha256(dump_json(normal).encode("utf-8")).hexdigest()
+
+
+def _number(text: str) -> str | None:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not number.is_finite():
+        return None
+    return format(number.normalize(), "f")
+
+
+class FlagsMixin(StoreBase):
+    """Leak flags and the write memory for echo suppression."""
+
+    # -- leak flags ----------------------------------------------------------------------------
+
+    def raise_flag(
+        self,
+        record_id: int,
+        rule: FlagRule,
+        *,
+        reason: str = "",
+        stage: StageKey | None = None,
+        since: datetime | None = None,
+        days_in_stage: int | None = None,
+        amount: Decimal | None = None,
+        weighted_amount: Decimal | None = None,
+        raised_at: datetime | None = None,
+    ) -> int | None:
+        """Open a flag; its id, or None when an open flag for this record and rule already exists."""
+        when = as_utc(raised_at) if raised_at is not None else self._now()
+        with self._write() as conn:
+            return conn.execute(
+                dialect_insert(conn, leak_flags)
+                .values(
+                    record_id=record_id,
+                    rule=rule,
+                    reason=reason,
+                    stage=stage.value if stage is not None else None,
+                    since=since,
+                    days_in_stage=days_in_stage,
+                    amount=amount,
+                    weighted_amount=weighted_amount,
+                    raised_at=when,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["record_id", "rule"], index_where=leak_flags.c.cleared_at.is_(None)
+                )
+                .returning(leak_flags.c.id)
+            ).scalar_one_or_none()
+
+    def clear_flags(
+        self, record_id: int, rules: Iterable[FlagRule] | None = None, *, at: datetime | None = None
+    ) -> list[StoredFlag]:
+        """Close the record's open flags (only ``rules`` when given); the flags it closed."""
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            stmt = update(leak_flags).where(
+                leak_flags.c.record_id == record_id, leak_flags.c.cleared_at.is_(None)
+            )
+            if rules is not None:
+                stmt = stmt.where(leak_flags.c.rule.in_(list(rules)))
+            rows = conn.execute(stmt.values(cleared_at=when).returning(*leak_flags.c)).all()
+            return sorted((_flag(row) for row in rows), key=lambda flag: flag.id)
+
+    def open_flags(self, *, rule: FlagRule | None = None, record_id: int | None = None) -> list[StoredFlag]:
+        """Flags not cleared yet, oldest first."""
+        with self._read() as conn:
+            query = select(leak_flags).where(leak_flags.c.cleared_at.is_(None))
+            if rule is not None:
+                query = query.where(leak_flags.c.rule == rule)
+            if record_id is not None:
+                query = query.where(leak_flags.c.record_id == record_id)
+            rows = conn.execute(query.order_by(leak_flags.c.raised_at, leak_flags.c.id))
+            return [_flag(row) for row in rows]
+
+    def get_flag(self, flag_id: int) -> StoredFlag | None:
+        with self._read() as conn:
+            row = conn.execute(select(leak_flags).where(leak_flags.c.id == flag_id)).one_or_none()
+            return _flag(row) if row is not None else None
+
+    def mark_flag_written(self, flag_id: int, *, at: datetime | None = None) -> None:
+        """Record that the flag was written back onto the deal in its CRM."""
+        self._stamp_flag(flag_id, "written_to_crm_at", at)
+
+    def mark_flag_alerted(self, flag_id: int, *, at: datetime | None = None) -> None:
+        """Record that an alert went out for the flag."""
+        self._stamp_flag(flag_id, "alerted_at", at)
+
+    def _stamp_flag(self, flag_id: int, column: str, at: datetime | None) -> None:
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            conn.execute(update(leak_flags).where(leak_flags.c.id == flag_id).values({column: when}))
+
+    # -- write memory --------------------------------------------------------------------------
+
+    def remember_write(
+        self, target: str, external_id: str, field: str, value: object, *, at: datetime | None = None
+    ) -> None:
+        """Remember that we wrote ``value`` to ``field`` of ``external_id`` in ``target``."""
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            conn.execute(
+                insert(write_memory).values(
+                    target=target,
+                    external_id=external_id,
+                    field=field,
+                    value_hash=value_hash(value),
+                    written_at=when,
+                )
+            )
+
+    def was_written(
+        self,
+        target: str,
+        external_id: str,
+        field: str,
+        value: object,
+        within: timedelta,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """True when we wrote this very value to this field within ``within`` before ``now``."""
+        cutoff = (as_utc(now) if now is not None else self._now()) - within
+        with self._read() as conn:
+            found = conn.execute(
+                select(write_memory.c.id)
+                .where(
+                    write_memory.c.target == target,
+                    write_memory.c.external_id == external_id,
+                    write_memory.c.field == field,
+                    write_memory.c.written_at >= cutoff,
+                    write_memory.c.value_hash == value_hash(value),
+                )
+                .limit(1)
+            ).first()
+            return found is not None
+
+    def prune_write_memory(self, older_than: timedelta) -> int:
+        """Forget writes older than ``older_than``; how many rows went."""
+        cutoff = self._now() - older_than
+        with self._write() as conn:
+            return int(conn.execute(delete(write_memory).where(write_memory.c.written_at < cutoff)).rowcount)
+
+
+def _flag(row: Row[Any]) -> StoredFlag:
+    m = row._mapping
+    return StoredFlag(
+        id=m["id"],
+        record_id=m["record_id"],
+        rule=m["rule"],
+        raised_at=m["raised_at"],
+        reason=m["reason"],
+        stage=StageKey(m["stage"]) if m["stage"] is not None else None,
+        since=m["since"],
+        days_in_stage=m["days_in_stage"],
+        amount=m["amount"],
+        weighted_amount=m["weighted_amount"],
+        cleared_at=m["cleared_at"],
+        written_to_crm_at=m["written_to_crm_at"],
+        alerted_at=m["alerted_at"],
+    )

@@ -1,0 +1,182 @@
+"""Inbox (accepted webhook events) and pull cursors.
+
+A webhook is acknowledged only once :meth:`InboxMixin.accept_events` has committed its events;
+a sweeper re-enqueues what was stored but never handed to the broker (:meth:`pending_enqueue`).
+Duplicates are dropped by the ``(source, dedupe_key)`` unique constraint with
+``INSERT ... ON CONFLICT DO NOTHING``: https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+and https://www.sqlite.org/lang_upsert.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, func, select, update
+
+from sync_worker.canonical import WebhookEvent
+from sync_worker.store.base import StoreBase, dialect_insert, dump_json, load_json
+from sync_worker.store.models import AcceptResult, InboxEvent
+from sync_worker.store.schema import cursors, inbox
+from sync_worker.store.types import as_utc
+
+__all__ = ["InboxMixin"]
+
+
+class InboxMixin(StoreBase):
+    """Accepted webhook events and pull cursors."""
+
+    def accept_events(
+        self, source: str, events: Sequence[WebhookEvent], *, received_at: datetime | None = None
+    ) -> AcceptResult:
+        """Store new events in ONE transaction, skipping duplicates by ``(source, dedupe_key)``.
+
+        Duplicates inside ``events`` and against earlier calls are both counted in ``duplicates``.
+        When this returns the events are committed (durable); on error nothing is stored.
+        """
+        now = as_utc(received_at) if received_at is not None else self._now()
+        seen: set[str] = set()
+        rows: list[dict[str, Any]] = []
+        duplicates = 0
+        for event in events:
+            if event.source != source:
+                raise ValueError(f"event from {event.source!r} passed to accept_events for {source!r}")
+            if event.dedupe_key in seen:
+                duplicates += 1
+                continue
+            seen.add(event.dedupe_key)
+            rows.append(
+                {
+                    "source": source,
+                    "dedupe_key": event.dedupe_key,
+                    "object_type": event.object_type,
+                    "object_id": event.object_id,
+                    "action": event.action,
+                    "occurred_at": as_utc(event.occurred_at),
+                    "property_name": event.property_name,
+                    "property_value": event.property_value,
+                    "change_source": event.change_source,
+                    "payload": dump_json(dict(event.raw)),
+                    "received_at": now,
+                }
+            )
+        new_ids: list[int] = []
+        with self._write() as conn:
+            for row in rows:
+                new_id = conn.execute(
+                    dialect_insert(conn, inbox)
+                    .values(**row)
+                    .on_conflict_do_nothing(index_elements=["source", "dedupe_key"])
+                    .returning(inbox.c.id)
+                ).scalar_one_or_none()
+                if new_id is None:
+                    duplicates += 1
+                else:
+                    new_ids.append(new_id)
+        return AcceptResult(new_ids=tuple(new_ids), duplicates=duplicates)
+
+    def mark_enqueued(self, ids: Iterable[int], *, at: datetime | None = None) -> int:
+        """Record that these inbox events were handed to the broker; how many rows changed."""
+        wanted = list(ids)
+        if not wanted:
+            return 0
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            result = conn.execute(
+                update(inbox)
+                .where(inbox.c.id.in_(wanted), inbox.c.enqueued_at.is_(None))
+                .values(enqueued_at=when)
+            )
+            return int(result.rowcount)
+
+    def pending_enqueue(
+        self, older_than: timedelta, limit: int = 100, *, now: datetime | None = None
+    ) -> list[InboxEvent]:
+        """Events stored but never enqueued for at least ``older_than``, oldest first (for the sweeper)."""
+        cutoff = (as_utc(now) if now is not None else self._now()) - older_than
+        with self._read() as conn:
+            rows = conn.execute(
+                select(inbox)
+                .where(inbox.c.enqueued_at.is_(None), inbox.c.received_at <= cutoff)
+                .order_by(inbox.c.received_at, inbox.c.id)
+                .limit(limit)
+            )
+            return [_inbox_event(row) for row in rows]
+
+    def mark_processed(self, inbox_id: int, *, at: datetime | None = None) -> bool:
+        """Record that a worker applied the event (counts one attempt); False if it was already done."""
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            result = conn.execute(
+                update(inbox)
+                .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
+                .values(processed_at=when, attempts=inbox.c.attempts + 1)
+            )
+            return bool(result.rowcount)
+
+    def record_attempt(self, inbox_id: int) -> int:
+        """Count one failed processing attempt; the new attempt count."""
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    update(inbox)
+                    .where(inbox.c.id == inbox_id)
+                    .values(attempts=inbox.c.attempts + 1)
+                    .returning(inbox.c.attempts)
+                ).scalar_one()
+            )
+
+    def inbox_depth(self) -> int:
+        """Accepted events not processed yet."""
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
+                ).scalar_one()
+            )
+
+    def get_inbox_event(self, inbox_id: int) -> InboxEvent | None:
+        with self._read() as conn:
+            row = conn.execute(select(inbox).where(inbox.c.id == inbox_id)).one_or_none()
+            return _inbox_event(row) if row is not None else None
+
+    def get_cursor(self, source: str, stream: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(
+                select(cursors.c.value).where(cursors.c.source == source, cursors.c.stream == stream)
+            ).scalar_one_or_none()
+
+    def set_cursor(self, source: str, stream: str, value: str) -> None:
+        """Persist a cursor; call only once the page it closes is durably accepted."""
+        now = self._now()
+        with self._write() as conn:
+            stmt = dialect_insert(conn, cursors).values(
+                source=source, stream=stream, value=value, updated_at=now
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["source", "stream"], set_={"value": value, "updated_at": now}
+                )
+            )
+
+
+def _inbox_event(row: Row[Any]) -> InboxEvent:
+    m = row._mapping
+    return InboxEvent(
+        id=m["id"],
+        source=m["source"],
+        dedupe_key=m["dedupe_key"],
+        object_type=m["object_type"],
+        object_id=m["object_id"],
+        action=m["action"],
+        occurred_at=m["occurred_at"],
+        payload=load_json(m["payload"]),
+        received_at=m["received_at"],
+        property_name=m["property_name"],
+        property_value=m["property_value"],
+        change_source=m["change_source"],
+        enqueued_at=m["enqueued_at"],
+        processed_at=m["processed_at"],
+        attempts=m["attempts"],
+    )

@@ -1,0 +1,315 @@
+"""Record upserts, stage history and cross-system links, as functions on an open transaction.
+
+:class:`~sync_worker.store.records.RecordsMixin` runs each in one transaction. Row locks
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers anyway)
+keep two workers from interleaving on the same record. Inserts race-proof themselves with
+``INSERT ... ON CONFLICT DO NOTHING``: https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+and https://www.sqlite.org/lang_upsert.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
+
+from sync_worker.canonical import CanonicalRecord, StageKey
+from sync_worker.store.base import dialect_insert
+from sync_worker.store.models import RecordChange, StageTransition, StoredRecord
+from sync_worker.store.schema import link_groups, link_members, records, stage_history
+from sync_worker.store.types import as_utc
+
+__all__ = [
+    "find_by_email",
+    "link",
+    "linked",
+    "load_history",
+    "load_record",
+    "normalise_email",
+    "record_from_row",
+    "upsert",
+]
+
+_UPDATABLE = (
+    "pipeline_id",
+    "source_stage",
+    "status",
+    "title",
+    "amount",
+    "currency",
+    "owner_id",
+    "contact_email",
+    "linkedin_url",
+    "company",
+    "close_date",
+    "lost_reason",
+    "change_source",
+    "source_updated_at",
+    "deleted",
+)
+
+
+def normalise_email(email: str | None) -> str | None:
+    """Emails are matched case-insensitively: stored and looked up stripped and lower-cased."""
+    if email is None:
+        return None
+    cleaned = email.strip().lower()
+    return cleaned or None
+
+
+def record_from_row(row: Row[Any]) -> StoredRecord:
+    m = row._mapping
+    return StoredRecord(
+        id=m["id"],
+        source=m["source"],
+        kind=m["kind"],
+        external_id=m["external_id"],
+        status=m["status"],
+        source_updated_at=m["source_updated_at"],
+        first_seen_at=m["first_seen_at"],
+        last_seen_at=m["last_seen_at"],
+        stage=StageKey(m["stage"]) if m["stage"] is not None else None,
+        pipeline_id=m["pipeline_id"],
+        source_stage=m["source_stage"],
+        title=m["title"],
+        amount=m["amount"],
+        currency=m["currency"],
+        owner_id=m["owner_id"],
+        contact_email=m["contact_email"],
+        linkedin_url=m["linkedin_url"],
+        company=m["company"],
+        close_date=m["close_date"],
+        lost_reason=m["lost_reason"],
+        change_source=m["change_source"],
+        source_created_at=m["source_created_at"],
+        stage_entered_at=m["stage_entered_at"],
+        replied_at=m["replied_at"],
+        deleted=bool(m["deleted"]),
+    )
+
+
+def _values(record: CanonicalRecord) -> dict[str, Any]:
+    return {
+        "pipeline_id": record.pipeline_id,
+        "source_stage": record.source_stage,
+        "status": record.status,
+        "title": record.title,
+        "amount": record.amount,
+        "currency": record.currency,
+        "owner_id": record.owner_id,
+        "contact_email": normalise_email(record.contact_email),
+        "linkedin_url": record.linkedin_url,
+        "company": record.company,
+        "close_date": record.close_date,
+        "lost_reason": record.lost_reason,
+        "change_source": record.change_source,
+        "source_updated_at": record.updated_at,
+        "deleted": record.status == "deleted",
+    }
+
+
+def _add_history(
+    conn: Connection,
+    record_id: int,
+    *,
+    before: StageKey | None,
+    after: StageKey,
+    source_stage: str | None,
+    at: datetime,
+    origin: str,
+    written_by_worker: bool,
+) -> None:
+    conn.execute(
+        insert(stage_history).values(
+            record_id=record_id,
+            from_stage=before.value if before is not None else None,
+            to_stage=after.value,
+            source_stage=source_stage,
+            at=at,
+            origin=origin,
+            written_by_worker=written_by_worker,
+        )
+    )
+
+
+def upsert(
+    conn: Connection,
+    record: CanonicalRecord,
+    *,
+    origin: str,
+    written_by_worker: bool,
+    seen_at: datetime,
+) -> RecordChange:
+    """Insert or update ``record``; see :meth:`SyncStore.upsert_record` for the contract."""
+    as_utc(record.updated_at)  # refuse naive timestamps before touching anything
+    entered_at = record.stage_changed_at or seen_at
+    values = _values(record)
+    inserted = conn.execute(
+        dialect_insert(conn, records)
+        .values(
+            source=record.source,
+            kind=record.kind,
+            external_id=record.external_id,
+            stage=record.stage.value if record.stage is not None else None,
+            stage_entered_at=entered_at if record.stage is not None else None,
+            source_created_at=record.created_at,
+            replied_at=record.replied_at,
+            first_seen_at=seen_at,
+            last_seen_at=seen_at,
+            **values,
+        )
+        .on_conflict_do_nothing(index_elements=["source", "kind", "external_id"])
+        .returning(records.c.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        if record.stage is not None:
+            _add_history(
+                conn,
+                inserted,
+                before=None,
+                after=record.stage,
+                source_stage=record.source_stage,
+                at=entered_at,
+                origin=origin,
+                written_by_worker=written_by_worker,
+            )
+        stored = record_from_row(conn.execute(select(records).where(records.c.id == inserted)).one())
+        return RecordChange(stored, created=True, applied=True, previous_stage=None, previous_status=None)
+
+    # FOR UPDATE is rendered on PostgreSQL only; SQLite's BEGIN IMMEDIATE already holds the write lock.
+    current = record_from_row(
+        conn.execute(
+            select(records)
+            .where(
+                records.c.source == record.source,
+                records.c.kind == record.kind,
+                records.c.external_id == record.external_id,
+            )
+            .with_for_update()
+        ).one()
+    )
+    changes: dict[str, Any] = {"last_seen_at": max(seen_at, current.last_seen_at)}
+    applied = record.updated_at >= current.source_updated_at
+    if applied:
+        changes.update({name: values[name] for name in _UPDATABLE})
+        if record.created_at is not None:
+            changes["source_created_at"] = record.created_at
+        if record.replied_at is not None:
+            changes["replied_at"] = record.replied_at
+        # An unmapped stage (None) keeps the last known canonical stage and its clock.
+        if record.stage is not None and record.stage != current.stage:
+            changes["stage"] = record.stage.value
+            changes["stage_entered_at"] = entered_at
+            _add_history(
+                conn,
+                current.id,
+                before=current.stage,
+                after=record.stage,
+                source_stage=record.source_stage,
+                at=entered_at,
+                origin=origin,
+                written_by_worker=written_by_worker,
+            )
+    row = conn.execute(
+        update(records).where(records.c.id == current.id).values(**changes).returning(*records.c)
+    ).one()
+    return RecordChange(
+        record_from_row(row),
+        created=False,
+        applied=applied,
+        previous_stage=current.stage,
+        previous_status=current.status,
+    )
+
+
+def load_record(conn: Connection, source: str, kind: str, external_id: str) -> StoredRecord | None:
+    row = conn.execute(
+        select(records).where(
+            records.c.source == source, records.c.kind == kind, records.c.external_id == external_id
+        )
+    ).one_or_none()
+    return record_from_row(row) if row is not None else None
+
+
+def find_by_email(conn: Connection, email: str) -> list[StoredRecord]:
+    wanted = normalise_email(email)
+    if wanted is None:
+        return []
+    rows = conn.execute(select(records).where(records.c.contact_email == wanted).order_by(records.c.id))
+    return [record_from_row(row) for row in rows]
+
+
+def load_history(conn: Connection, record_id: int) -> list[StageTransition]:
+    rows = conn.execute(
+        select(stage_history)
+        .where(stage_history.c.record_id == record_id)
+        .order_by(stage_history.c.at, stage_history.c.id)
+    )
+    return [
+        StageTransition(
+            id=m["id"],
+            record_id=m["record_id"],
+            to_stage=StageKey(m["to_stage"]),
+            at=m["at"],
+            origin=m["origin"],
+            written_by_worker=bool(m["written_by_worker"]),
+            from_stage=StageKey(m["from_stage"]) if m["from_stage"] is not None else None,
+            source_stage=m["source_stage"],
+        )
+        for m in (row._mapping for row in rows)
+    ]
+
+
+def link(conn: Connection, record_ids: Iterable[int], *, now: datetime) -> int:
+    """Put the records in one link group, merging groups they already belong to; the group id."""
+    ids = sorted(set(record_ids))
+    if not ids:
+        raise ValueError("link_records needs at least one record id")
+    # Locking the records serialises concurrent links touching any of them (PostgreSQL).
+    found = conn.execute(select(records.c.id).where(records.c.id.in_(ids)).with_for_update()).scalars().all()
+    missing = sorted(set(ids) - set(found))
+    if missing:
+        raise ValueError(f"unknown record ids: {missing}")
+    groups = sorted(
+        set(
+            conn.execute(select(link_members.c.group_id).where(link_members.c.record_id.in_(ids)))
+            .scalars()
+            .all()
+        )
+    )
+    if groups:
+        target, others = groups[0], groups[1:]
+        if others:
+            conn.execute(
+                update(link_members).where(link_members.c.group_id.in_(others)).values(group_id=target)
+            )
+            conn.execute(delete(link_groups).where(link_groups.c.id.in_(others)))
+    else:
+        target = conn.execute(
+            insert(link_groups).values(created_at=now).returning(link_groups.c.id)
+        ).scalar_one()
+    members = set(
+        conn.execute(select(link_members.c.record_id).where(link_members.c.group_id == target)).scalars()
+    )
+    for record_id in ids:
+        if record_id not in members:
+            conn.execute(insert(link_members).values(record_id=record_id, group_id=target, linked_at=now))
+    return int(target)
+
+
+def linked(conn: Connection, record_id: int) -> tuple[int | None, list[StoredRecord]]:
+    """The record's group id and the OTHER records in it (``(None, [])`` when it is not linked)."""
+    group = conn.execute(
+        select(link_members.c.group_id).where(link_members.c.record_id == record_id)
+    ).scalar_one_or_none()
+    if group is None:
+        return None, []
+    rows = conn.execute(
+        select(records)
+        .join(link_members, link_members.c.record_id == records.c.id)
+        .where(link_members.c.group_id == group, records.c.id != record_id)
+        .order_by(records.c.id)
+    )
+    return group, [record_from_row(row) for row in rows]

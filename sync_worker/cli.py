@@ -147,3 +147,23 @@ def db_current(ctx: click.Context) -> None:
     from sync_worker.store import current_revision
 
     click.echo(current_revision(_settings(ctx).database_url) or "empty (run: sync-worker db upgrade)")
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="apply migrations first")
+@click.pass_context
+@_errors_to_exit_codes
+def serve_command(ctx: click.Context, host: str, port: int, workers: int, migrate: bool) -> None:
+    """Run the webhook receiver (POST /webhooks/{source}, /healthz, /readyz, /metrics)."""
+    from sync_worker.logs import configure_logging
+    from sync_worker.receiver import serve
+    from sync_worker.store import upgrade_database
+
+    settings = _settings(ctx)
+    configure_logging(settings)
+    if migrate:
+        upgrade_database(settings.database_url)
+    serve(settings, host, port, workers)

@@ -1,0 +1,258 @@
+"""The receiver: a Starlette app that durably accepts webhooks and answers health probes.
+
+Routes (the architecture's HTTP contract):
+
+- ``POST /webhooks/{source}``: 2xx only once the events are committed to the store's inbox; 401 bad
+  or missing signature/credentials; 400 malformed body; 413 body over ``webhook_max_bytes``; 404
+  unknown source; 503 store unavailable (the sender retries). A broker outage does not fail the
+  request: the events are durable and the sweeper enqueues them later.
+- ``GET /healthz``: the process is up. ``GET /readyz``: store, broker and mappings, each named.
+- ``GET /metrics``: Prometheus text.
+
+The blocking work (verification, parsing, the store transaction, the Redis push) runs in the thread
+pool. Starlette: https://www.starlette.io/applications/ and https://www.starlette.io/lifespan/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from dramatiq import Broker
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sync_worker.actors import broker_enqueue
+from sync_worker.broker import check_broker
+from sync_worker.errors import (
+    PayloadError,
+    PayloadTooLargeError,
+    SignatureError,
+    StoreUnavailableError,
+    TransientError,
+)
+from sync_worker.intake import Enqueue, InboxStore, WebhookSource, accept_webhook, sweep_inbox
+from sync_worker.mappings import Mappings
+from sync_worker.metrics import CONTENT_TYPE, ReceiverMetrics, RequestOutcome
+from sync_worker.receiver.access import AccessLogMiddleware
+from sync_worker.receiver.wire import error_response, read_body, webhook_request
+from sync_worker.settings import Settings
+
+__all__ = ["MappingsSource", "create_app"]
+
+_log = logging.getLogger(__name__)
+
+_RETRY_AFTER = {"Retry-After": "30"}
+
+
+class MappingsSource(Protocol):
+    """What readiness needs of :class:`~sync_worker.mappings.MappingsHolder`."""
+
+    @property
+    def current(self) -> Mappings: ...
+
+
+def _outcome_for(exc: Exception) -> tuple[RequestOutcome, Response]:
+    if isinstance(exc, SignatureError):
+        return "unauthorized", error_response(401, "unauthorized", str(exc))
+    if isinstance(exc, PayloadTooLargeError):
+        return "too_large", error_response(413, "payload_too_large", str(exc))
+    if isinstance(exc, PayloadError):
+        return "bad_request", error_response(400, "bad_request", str(exc))
+    return "unavailable", error_response(
+        503, "store_unavailable", "the event store is unavailable; retry later", headers=_RETRY_AFTER
+    )
+
+
+class _Receiver:
+    """The handlers and the background sweeper, sharing the injected collaborators."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: InboxStore,
+        broker: Broker,
+        mappings_holder: MappingsSource | None,
+        connectors: Mapping[str, WebhookSource],
+        metrics: ReceiverMetrics,
+        enqueue: Enqueue,
+        sweep_interval: float | None,
+        sweep_older_than: timedelta,
+        timer: Callable[[], float],
+        on_close: Sequence[Callable[[], None]],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.mappings_holder = mappings_holder
+        self.connectors = dict(connectors)
+        self.metrics = metrics
+        self.enqueue = enqueue
+        self.sweep_interval = sweep_interval
+        self.sweep_older_than = sweep_older_than
+        self.timer = timer
+        self.on_close = tuple(on_close)
+
+    async def webhook(self, request: Request) -> Response:
+        source = str(request.path_params["source"])
+        connector = self.connectors.get(source)
+        if connector is None:
+            self.metrics.count_request("unknown", "unknown_source")
+            return error_response(404, "unknown_source", f"no webhook source named {source[:64]!r}")
+        started = self.timer()
+        try:
+            body = await read_body(request, self.settings.webhook_max_bytes)
+            hook = webhook_request(request, body, self.settings.public_url)
+            result = await run_in_threadpool(
+                accept_webhook,
+                source,
+                hook,
+                connector=connector,
+                store=self.store,
+                enqueue=self.enqueue,
+                metrics=self.metrics,
+            )
+        except (SignatureError, PayloadError, PayloadTooLargeError, StoreUnavailableError) as exc:
+            outcome, response = _outcome_for(exc)
+            _log.warning(
+                "webhook refused: %s", outcome, extra={"source": source, "status": response.status_code}
+            )
+            self.metrics.count_request(source, outcome)
+            self.metrics.observe_latency(source, self.timer() - started)
+            return response
+        self.metrics.count_request(source, "accepted")
+        self.metrics.observe_latency(source, self.timer() - started)
+        return JSONResponse(
+            {
+                "accepted": len(result.stored),
+                "duplicates": result.duplicates,
+                "unhandled": result.unhandled,
+                "queued": result.enqueued,
+            },
+            status_code=200,
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def _checks(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            self.store.ping()
+            checks["store"] = "ok"
+        except StoreUnavailableError as exc:
+            checks["store"] = f"unavailable: {exc}"
+        try:
+            check_broker(self.broker)
+            checks["broker"] = "ok"
+        except TransientError as exc:
+            checks["broker"] = f"unavailable: {exc}"
+        if self.mappings_holder is None:
+            checks["mappings"] = "not loaded"
+        else:
+            _ = self.mappings_holder.current
+            checks["mappings"] = "ok"
+        return checks
+
+    async def readyz(self, request: Request) -> Response:
+        checks = await run_in_threadpool(self._checks)
+        failed = sorted(name for name, state in checks.items() if state != "ok")
+        body = {"status": "ok" if not failed else "unavailable", "checks": checks, "failed": failed}
+        return JSONResponse(body, status_code=200 if not failed else 503)
+
+    def _refresh_depth(self) -> None:
+        try:
+            self.metrics.set_inbox_depth(float(self.store.inbox_depth()))
+        except StoreUnavailableError:
+            self.metrics.set_inbox_depth(math.nan)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        await run_in_threadpool(self._refresh_depth)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    def sweep_once(self) -> None:
+        """One sweep plus a depth refresh; a down store or broker is logged, never raised."""
+        try:
+            sweep_inbox(self.store, self.enqueue, older_than=self.sweep_older_than, metrics=self.metrics)
+        except StoreUnavailableError:
+            _log.warning("sweeper: store unavailable; will retry")
+        self._refresh_depth()
+
+    async def sweeper(self) -> None:
+        assert self.sweep_interval is not None
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            await run_in_threadpool(self.sweep_once)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.sweeper()) if self.sweep_interval else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            for close in self.on_close:
+                close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: InboxStore,
+    broker: Broker,
+    mappings_holder: MappingsSource | None,
+    connectors: Mapping[str, WebhookSource],
+    metrics: ReceiverMetrics | None = None,
+    enqueue: Enqueue | None = None,
+    sweep_interval: float | None = 30.0,
+    sweep_older_than: timedelta = timedelta(seconds=30),
+    timer: Callable[[], float] = time.perf_counter,
+    access_log: bool = True,
+    on_close: Sequence[Callable[[], None]] = (),
+) -> Starlette:
+    """The receiver app, wired to the collaborators given (nothing is built from the environment).
+
+    ``connectors`` maps a source name (the URL segment) to its webhook verifier/parser; a source
+    not in it answers 404. ``enqueue`` defaults to sending ``process_inbox_event`` on ``broker``.
+    ``sweep_interval`` (seconds; None disables) runs :func:`~sync_worker.intake.sweep_inbox` in the
+    background while the app is up. ``timer`` is the monotonic clock for latency. The connectors
+    carry their own wall clock (HubSpot's signature timestamp check). ``app.state.receiver`` exposes
+    ``metrics`` and ``sweep_once`` for the CLI and tests. ``on_close`` callables run at shutdown.
+    """
+    receiver = _Receiver(
+        settings,
+        store=store,
+        broker=broker,
+        mappings_holder=mappings_holder,
+        connectors=connectors,
+        metrics=metrics if metrics is not None else ReceiverMetrics(),
+        enqueue=enqueue if enqueue is not None else broker_enqueue(broker),
+        sweep_interval=sweep_interval,
+        sweep_older_than=sweep_older_than,
+        timer=timer,
+        on_close=on_close,
+    )
+    routes = [
+        Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
+        Route("/healthz", receiver.healthz, methods=["GET"]),
+        Route("/readyz", receiver.readyz, methods=["GET"]),
+        Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=receiver.lifespan)
+    if access_log:
+        app.add_middleware(AccessLogMiddleware)
+    app.state.receiver = receiver
+    return app

@@ -1,0 +1,101 @@
+"""Running the receiver under uvicorn, wired from :class:`~sync_worker.settings.Settings`.
+
+``log_config=None`` leaves logging to the root handler that :func:`sync_worker.logs.configure_logging`
+installed (with secret redaction), and ``access_log=False`` replaces uvicorn's access log, whose
+request line includes the query string (``?token=``), with
+:class:`~sync_worker.receiver.access.AccessLogMiddleware`.
+With ``workers > 1`` uvicorn starts processes that import :func:`app_from_environment` by name; each
+is its own entry point and builds its settings once. https://www.uvicorn.org/settings/ and
+https://www.uvicorn.org/deployment/#running-programmatically
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import uvicorn
+from starlette.applications import Starlette
+
+from sync_worker.broker import build_broker
+from sync_worker.errors import ConfigError
+from sync_worker.intake import WebhookSource
+from sync_worker.mappings import Mappings, MappingsHolder
+from sync_worker.receiver.app import create_app
+from sync_worker.settings import Settings, load_settings
+from sync_worker.store.store import SyncStore
+
+__all__ = ["APP_FACTORY", "app_from_environment", "build_app", "build_webhook_sources", "serve"]
+
+APP_FACTORY = "sync_worker.receiver.serve:app_from_environment"
+
+_log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_webhook_sources(
+    settings: Settings, mappings: Mappings, *, clock: Callable[[], datetime] = _utcnow
+) -> dict[str, WebhookSource]:
+    """The connectors whose credentials are set, by source name; each disabled one is logged once."""
+    from connectors import hubspot, lagrowthmachine, pipedrive
+
+    sources: dict[str, WebhookSource] = {}
+    builders: dict[str, Callable[[], WebhookSource]] = {
+        "hubspot": lambda: hubspot.from_settings(settings, mappings, clock=clock),
+        "pipedrive": lambda: pipedrive.from_settings(settings, mappings),
+        "lagrowthmachine": lambda: lagrowthmachine.from_settings(settings, mappings),
+    }
+    for name, build in builders.items():
+        try:
+            sources[name] = build()
+        except ConfigError as exc:
+            _log.warning("%s webhooks disabled: %s", name, exc)
+    return sources
+
+
+def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> Starlette:
+    """The receiver with a real store, Redis broker, hot-reloaded mappings and configured connectors."""
+    holder = MappingsHolder(settings.resolved_mappings_dir(), interval=settings.mappings_reload_seconds)
+    store = SyncStore(settings.database_url)
+    broker = build_broker(settings)
+    connectors = build_webhook_sources(settings, holder.current, clock=clock)
+    holder.start()
+    return create_app(
+        settings,
+        store=store,
+        broker=broker,
+        mappings_holder=holder,
+        connectors=connectors,
+        on_close=(holder.stop, store.close),
+    )
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn factory for worker processes: settings and logging from the environment, then the app."""
+    from sync_worker.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings)
+    return build_app(settings)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    """Run the receiver until interrupted (blocks). ``workers > 1`` starts that many processes."""
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    target: str | Starlette = APP_FACTORY if workers > 1 else build_app(settings)
+    uvicorn.run(
+        target,
+        host=host,
+        port=port,
+        factory=workers > 1,
+        workers=workers if workers > 1 else None,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        log_level=settings.log_level.lower(),
+    )

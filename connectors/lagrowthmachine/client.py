@@ -162,7 +162,7 @@ class LaGrowthMachineConnector:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        page_size: int = 100,
+        page_size: int = 25,
         max_attempts: int = 4,
     ) -> None:
         if settings.api_key is None or not settings.api_key.get_secret_value():

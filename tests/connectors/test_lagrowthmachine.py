@@ -101,7 +101,7 @@ def test_key_is_sent_as_apikey_query_parameter_and_nowhere_else(
     assert pages == [PullPage(STREAM_LEAD_STATUSES, (), None, True)]
     sent = route.calls.last.request
     assert sent.method == "GET" and sent.url.path == "/flow/campaigns"
-    assert query(route.calls.last) == {"apikey": [KEY], "skip": ["0"], "limit": ["100"]}
+    assert query(route.calls.last) == {"apikey": [KEY], "skip": ["0"], "limit": ["25"]}
     assert KEY not in str(sent.headers)
     assert KEY not in repr(connector)
 

@@ -268,13 +268,13 @@ def test_table_lists_every_mapped_entry(mappings: Mappings) -> None:
     assert ("pipedrive", "(status)", "won", "won") in rows
     assert ("lagrowthmachine", "(reply)", "reply received", "contacted") in rows
     assert len([r for r in rows if r[0] == "hubspot"]) == 7
-    assert len([r for r in rows if r[0] == "lagrowthmachine"]) == 12
+    assert len([r for r in rows if r[0] == "lagrowthmachine"]) == 13
 
 
 def test_default_files_point_editors_at_their_schema(defaults_dir: Path) -> None:
     for path in sorted(defaults_dir.glob("*.yaml")):
         first = path.read_text(encoding="utf-8").splitlines()[0]
-        kind = "canonical" if path.stem == "canonical" else "source-mapping"
+        kind = {"canonical": "canonical", "routes": "routes"}.get(path.stem, "source-mapping")
         assert first == f"# yaml-language-server: $schema=./schema/{kind}.schema.json", path.name
 
 

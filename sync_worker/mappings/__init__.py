@@ -1,7 +1,8 @@
 """Stage mappings: the canonical stage model and how each system's stages map onto it.
 
 Admins edit YAML in the mappings directory (``SYNC_MAPPINGS_DIR``; defaults ship in the package):
-``canonical.yaml`` plus ``hubspot.yaml``, ``pipedrive.yaml``, ``lagrowthmachine.yaml``.
+``canonical.yaml`` plus ``hubspot.yaml``, ``pipedrive.yaml``, ``lagrowthmachine.yaml``, and
+``routes.yaml`` (what flows where; ``Mappings.routes``, see :mod:`sync_worker.mappings.routes`).
 :func:`load_mappings` validates the whole directory and raises one
 :class:`~sync_worker.errors.MappingError` listing every issue (file, line, key);
 :class:`MappingsHolder` keeps the last good set and reloads it on change or SIGHUP.
@@ -30,14 +31,21 @@ from sync_worker.mappings.models import (
     normalise_name,
 )
 from sync_worker.mappings.reload import MappingsHolder
+from sync_worker.mappings.routes import MatchBy, Route, RouteEvent, RouteField, Routes, StageMode
 from sync_worker.mappings.schema import schema_documents, write_schemas
 
 __all__ = [
     "Mappings",
     "MappingsHolder",
+    "MatchBy",
     "PipelineMapping",
+    "Route",
+    "RouteEvent",
+    "RouteField",
+    "Routes",
     "SourceMapping",
     "StageMapping",
+    "StageMode",
     "StatusMapping",
     "TargetStage",
     "load_mappings",

@@ -1,7 +1,8 @@
 """Read and validate a mappings directory; every problem of every file is reported at once.
 
 A directory holds ``canonical.yaml`` (the stage model) and one ``<source>.yaml`` per system
-(``routes.yaml`` is left to the routes loader). Each file goes through three passes, and all the
+and optionally ``routes.yaml`` (what flows where, see :mod:`sync_worker.mappings.route_checks`;
+a directory without it has no routes). Each file goes through three passes, and all the
 issues of all the files are gathered before anything is raised:
 
 1. YAML syntax and duplicate keys (:mod:`sync_worker.mappings._yaml`, with line numbers);
@@ -30,6 +31,8 @@ from sync_worker.errors import MappingError, MappingIssue
 from sync_worker.mappings._yaml import KeyPath, ParsedYaml, parse_yaml
 from sync_worker.mappings.lookup import Mappings, PipelineIndex, SourceIndex, TargetStage
 from sync_worker.mappings.models import PipelineMapping, SourceMapping, normalise_name
+from sync_worker.mappings.route_checks import build_routes
+from sync_worker.mappings.routes import ROUTES_FILE, Routes
 
 __all__ = ["CANONICAL_FILE", "NOT_SOURCE_FILES", "load_mappings", "validate_directory"]
 
@@ -68,12 +71,19 @@ def validate_directory(directory: Path) -> tuple[Mappings | None, list[MappingIs
         index = _load_source(path, errors, warnings)
         if index is not None:
             sources[path.stem] = index
+    routes_path = directory / ROUTES_FILE
+    routes = Routes()
+    if routes_path.is_file():
+        stage_files = {path.stem: sources.get(path.stem) for path in source_paths}
+        loaded = _load_routes(routes_path, stage_files, errors)
+        routes = loaded if loaded is not None else routes
     if errors or model is None:
-        return None, _sorted(errors, (canonical_path, *source_paths)), warnings
+        return None, _sorted(errors, (canonical_path, *source_paths, routes_path)), warnings
     mappings = Mappings(
         model=model,
         files=(canonical_path, *source_paths),
         index=MappingProxyType(sources),
+        routes=routes,
     )
     return mappings, errors, warnings
 
@@ -120,6 +130,15 @@ def _message(err: Any) -> str:
     if kind in ("tuple_type", "list_type"):
         message = "Input should be a list"
     return f"wrong value {shown}: {message}"
+
+
+def _load_routes(
+    path: Path, sources: dict[str, SourceIndex | None], errors: list[MappingIssue]
+) -> Routes | None:
+    parsed = _read(path, errors)
+    if parsed is None:
+        return None
+    return build_routes(parsed, sources, errors, _message)
 
 
 def _load_canonical(path: Path, errors: list[MappingIssue]) -> StageModel | None:

@@ -14,6 +14,7 @@ from typing import Literal
 from sync_worker.canonical import StageKey, StageModel, UnmappedStage
 from sync_worker.errors import ConfigError
 from sync_worker.mappings.models import normalise_name
+from sync_worker.mappings.routes import Routes
 
 __all__ = ["Mappings", "PipelineIndex", "SourceIndex", "TargetStage"]
 
@@ -99,6 +100,8 @@ class Mappings:
     model: StageModel
     files: tuple[Path, ...]
     index: Mapping[str, SourceIndex] = field(repr=False)
+    routes: Routes = field(default_factory=Routes, repr=False)
+    """What flows where (``routes.yaml``); empty when the directory has none."""
 
     def sources(self) -> tuple[str, ...]:
         """The names of the mapped sources (file stems), sorted."""

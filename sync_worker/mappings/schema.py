@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from sync_worker.canonical import StageModel
 from sync_worker.mappings.models import SourceMapping
+from sync_worker.mappings.routes import RoutesFile
 
 __all__ = ["SCHEMA_FILES", "render_schema", "schema_documents", "write_schemas"]
 
@@ -23,6 +24,7 @@ _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_FILES: dict[str, str] = {
     "canonical.schema.json": "The canonical stage model (canonical.yaml)",
     "source-mapping.schema.json": "One source's stage mapping (hubspot.yaml, pipedrive.yaml, ...)",
+    "routes.schema.json": "What flows from which source to which target, and how (routes.yaml)",
 }
 
 
@@ -31,6 +33,7 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     models: dict[str, type[BaseModel]] = {
         "canonical.schema.json": StageModel,
         "source-mapping.schema.json": SourceMapping,
+        "routes.schema.json": RoutesFile,
     }
     documents: dict[str, dict[str, Any]] = {}
     for name, model in models.items():

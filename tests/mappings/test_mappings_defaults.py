@@ -288,7 +288,11 @@ def test_shipped_schemas_equal_generated(defaults_dir: Path) -> None:
 
 def test_write_schemas_round_trip(tmp_path: Path) -> None:
     written = write_schemas(tmp_path / "schema")
-    assert sorted(p.name for p in written) == ["canonical.schema.json", "source-mapping.schema.json"]
+    assert sorted(p.name for p in written) == [
+        "canonical.schema.json",
+        "routes.schema.json",
+        "source-mapping.schema.json",
+    ]
     source = json.loads((tmp_path / "schema" / "source-mapping.schema.json").read_text(encoding="utf-8"))
     assert source["additionalProperties"] is False
     assert source["$defs"]["StageKey"]["enum"] == [k.value for k in StageKey]

@@ -39,7 +39,6 @@ from connectors.hubspot.auth import BearerAuth, TokenSource
 from connectors.hubspot.convert import (
     DEAL_PROPERTIES,
     SOURCE,
-    StageMappings,
     parse_hubspot_datetime,
     stages_from_pipelines,
     to_canonical,
@@ -56,6 +55,7 @@ from sync_worker.canonical import (
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError
 from sync_worker.http import ApiClient, ApiResponse, RateLimiter
+from sync_worker.mappings import Mappings
 from sync_worker.settings import Settings
 
 __all__ = ["DEFAULT_BASE_URL", "SEARCH_LIMIT", "SEARCH_MAX_RESULTS", "HubSpotConnector", "from_settings"]
@@ -118,7 +118,7 @@ class HubSpotConnector:
 
     def __init__(
         self,
-        mappings: StageMappings,
+        mappings: Mappings,
         *,
         token: SecretStr | None = None,
         client_id: str | None = None,
@@ -347,7 +347,7 @@ class HubSpotConnector:
 
 def from_settings(
     settings: Settings,
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,

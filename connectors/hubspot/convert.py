@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -39,13 +39,12 @@ from sync_worker.canonical import (
     UnmappedStage,
 )
 from sync_worker.errors import PermanentError
+from sync_worker.mappings import Mappings
 
 __all__ = [
     "DEAL_PROPERTIES",
     "FLAG_PROPERTIES",
     "SOURCE",
-    "StageMappings",
-    "TargetStageLike",
     "from_canonical",
     "parse_hubspot_datetime",
     "stages_from_pipelines",
@@ -79,39 +78,6 @@ FLAG_PROPERTIES: tuple[str, ...] = (
     "sync_worker_leak_since",
     "sync_worker_leak_days",
 )
-
-
-class TargetStageLike(Protocol):
-    """The fields of ``sync_worker.mappings.TargetStage`` a push reads."""
-
-    @property
-    def pipeline(self) -> str | None: ...
-    @property
-    def stage(self) -> str | None: ...
-    @property
-    def match_by(self) -> Literal["id", "name"]: ...
-
-
-class StageMappings(Protocol):
-    """The part of ``sync_worker.mappings.Mappings`` this connector uses."""
-
-    @property
-    def model(self) -> StageModel: ...
-
-    def to_canonical(
-        self,
-        source: str,
-        *,
-        pipeline: str | None,
-        stage: str | None,
-        pipeline_name: str | None = None,
-        stage_name: str | None = None,
-        status: str | None = None,
-    ) -> StageKey | UnmappedStage: ...
-
-    def to_target(
-        self, target: str, key: StageKey, *, pipeline: str | None = None
-    ) -> TargetStageLike | None: ...
 
 
 def parse_hubspot_datetime(value: object) -> datetime | None:
@@ -174,7 +140,7 @@ def _status(
     return "open"
 
 
-def to_canonical(payload: Mapping[str, Any], mappings: StageMappings) -> CanonicalRecord:
+def to_canonical(payload: Mapping[str, Any], mappings: Mappings) -> CanonicalRecord:
     """One HubSpot deal object (``{"id", "properties", "createdAt", "updatedAt", "archived"}``).
 
     An archived deal gets status ``deleted``; an unknown pipeline/stage yields ``stage=None`` and
@@ -238,7 +204,7 @@ class _ResolvedStage:
 
 
 def _resolve_target(
-    key: StageKey, mappings: StageMappings, stages: Sequence[SourceStage], pipeline: str | None
+    key: StageKey, mappings: Mappings, stages: Sequence[SourceStage], pipeline: str | None
 ) -> _ResolvedStage:
     target = mappings.to_target(SOURCE, key, pipeline=pipeline)
     if target is None or target.stage is None:
@@ -283,7 +249,7 @@ def _flag_properties(flag: LeakFlag) -> dict[str, str]:
 
 def from_canonical(
     update: CanonicalUpdate,
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     stages: Sequence[SourceStage] = (),
     pipeline: str | None = None,

@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.hubspot.convert import StageMappings, from_canonical, parse_hubspot_datetime
+from connectors.hubspot.convert import from_canonical, parse_hubspot_datetime
 from sync_worker.canonical import CanonicalUpdate, SourceStage, UpdateResult
 from sync_worker.errors import AuthError, PermanentError, TransientError
 from sync_worker.http import ApiResponse
+from sync_worker.mappings import Mappings
 
 __all__ = ["BATCH_SIZE", "FLAG_GROUP", "Requester", "apply_updates", "ensure_flag_properties"]
 
@@ -172,7 +173,7 @@ def _send(request: Requester, path: str, batch: list[_Pending]) -> dict[int, Upd
 def apply_updates(
     request: Requester,
     updates: Sequence[CanonicalUpdate],
-    mappings: StageMappings,
+    mappings: Mappings,
     stages: Callable[[], Sequence[SourceStage]],
 ) -> list[UpdateResult]:
     """Write ``updates`` in batches; one result per update, in order. :class:`AuthError` propagates."""

@@ -32,7 +32,6 @@ from pydantic import SecretStr
 
 from connectors.lagrowthmachine.convert import (
     SOURCE,
-    StageMappings,
     from_canonical,
     is_deleted,
     is_incoming,
@@ -52,6 +51,7 @@ from sync_worker.canonical import (
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
+from sync_worker.mappings import Mappings
 from sync_worker.settings import LaGrowthMachineSettings, Settings
 
 __all__ = [
@@ -156,7 +156,7 @@ class LaGrowthMachineConnector:
     def __init__(
         self,
         settings: LaGrowthMachineSettings,
-        mappings: StageMappings,
+        mappings: Mappings,
         *,
         transport: httpx.BaseTransport | None = None,
         limiter: RateLimiter | None = None,
@@ -190,11 +190,11 @@ class LaGrowthMachineConnector:
         return f"LaGrowthMachineConnector({str(self._settings.base_url)!r})"
 
     @property
-    def mappings(self) -> StageMappings:
+    def mappings(self) -> Mappings:
         return self._mappings
 
     @mappings.setter
-    def mappings(self, value: StageMappings) -> None:
+    def mappings(self, value: Mappings) -> None:
         """Swap in reloaded mappings (hot reload); translation uses them from the next record on."""
         self._mappings = value
 
@@ -383,7 +383,7 @@ class LaGrowthMachineConnector:
 
 def from_settings(
     settings: Settings,
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -33,12 +33,11 @@ from sync_worker.canonical import (
     UnmappedStage,
 )
 from sync_worker.errors import PayloadError, PermanentError
+from sync_worker.mappings import Mappings
 
 __all__ = [
     "REPLY_SOURCE_STAGE",
     "SOURCE",
-    "StageMappings",
-    "TargetStatus",
     "from_canonical",
     "is_deleted",
     "is_incoming",
@@ -59,40 +58,6 @@ _CRM_ID_KEYS: Mapping[str, tuple[str, ...]] = {
     "hubspot": ("hubspotId", "hubspot_id", "hubspotContactId"),
     "pipedrive": ("pipedriveId", "pipedrive_id", "pipedrivePersonId"),
 }
-
-
-class TargetStatus(Protocol):
-    """The part of ``sync_worker.mappings.TargetStage`` a push needs."""
-
-    @property
-    def stage(self) -> str | None: ...
-
-    @property
-    def status(self) -> str | None: ...
-
-
-class StageMappings(Protocol):
-    """The part of ``sync_worker.mappings.Mappings`` this connector uses."""
-
-    @property
-    def model(self) -> StageModel: ...
-
-    def to_canonical(
-        self,
-        source: str,
-        *,
-        pipeline: str | None,
-        stage: str | None,
-        pipeline_name: str | None = None,
-        stage_name: str | None = None,
-        status: str | None = None,
-    ) -> StageKey | UnmappedStage: ...
-
-    def reply_stage(self, source: str) -> StageKey | None: ...
-
-    def to_target(
-        self, target: str, key: StageKey, *, pipeline: str | None = None
-    ) -> TargetStatus | None: ...
 
 
 def parse_id(value: object, field: str) -> str:
@@ -164,7 +129,7 @@ def is_deleted(lead: Mapping[str, Any]) -> bool:
 
 def lead_to_canonical(
     lead: Mapping[str, Any],
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     observed_at: datetime,
     campaign_id: str | None = None,
@@ -207,7 +172,7 @@ def is_incoming(message: Mapping[str, Any]) -> bool:
     return isinstance(direction, str) and direction.lower() in ("inbound", "incoming", "received")
 
 
-def reply_to_canonical(message: Mapping[str, Any], mappings: StageMappings) -> CanonicalRecord:
+def reply_to_canonical(message: Mapping[str, Any], mappings: Mappings) -> CanonicalRecord:
     """An "a lead replied" record from one incoming inbox message.
 
     ``replied_at`` and ``updated_at`` are the message's ``createdAt``; the stage is
@@ -245,7 +210,7 @@ def reply_to_canonical(message: Mapping[str, Any], mappings: StageMappings) -> C
 
 def to_canonical(
     payload: Mapping[str, Any],
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     kind: Literal["lead", "message"],
     observed_at: datetime | None = None,
@@ -270,7 +235,7 @@ def _target_key(update: CanonicalUpdate) -> StageKey | None:
 
 
 def from_canonical(
-    update: CanonicalUpdate, mappings: StageMappings, *, campaigns: Sequence[str]
+    update: CanonicalUpdate, mappings: Mappings, *, campaigns: Sequence[str]
 ) -> dict[str, str | list[str]]:
     """The form fields of ``POST /leads/status`` for one update.
 

@@ -41,7 +41,6 @@ from pydantic import SecretStr
 from connectors.pipedrive.access import TokenAuth, WindowLimiter
 from connectors.pipedrive.convert import (
     SOURCE,
-    StageMappings,
     format_cursor,
     from_canonical,
     parse_time,
@@ -62,6 +61,7 @@ from sync_worker.canonical import (
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
+from sync_worker.mappings import Mappings
 from sync_worker.settings import Settings
 
 __all__ = ["STREAMS", "PipedriveConnector", "from_settings"]
@@ -113,7 +113,7 @@ class PipedriveConnector:
     def __init__(
         self,
         api: ApiClient,
-        mappings: StageMappings,
+        mappings: Mappings,
         *,
         webhook_user: str | None = None,
         webhook_password: SecretStr | None = None,
@@ -398,7 +398,7 @@ def _escape(text: str) -> str:
 
 def from_settings(
     settings: Settings,
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -35,11 +35,10 @@ from sync_worker.canonical import (
     UnmappedStage,
 )
 from sync_worker.errors import PermanentError
+from sync_worker.mappings import Mappings, TargetStage
 
 __all__ = [
     "SOURCE",
-    "StageMappings",
-    "TargetStageLike",
     "find_target",
     "format_cursor",
     "from_canonical",
@@ -53,41 +52,6 @@ __all__ = [
 SOURCE = "pipedrive"
 _RECORD_STATUSES: tuple[RecordStatus, ...] = ("open", "won", "lost", "deleted")
 _STATUSES: frozenset[str] = frozenset(_RECORD_STATUSES)
-
-
-class TargetStageLike(Protocol):
-    """What :meth:`StageMappings.to_target` returns (``sync_worker.mappings.TargetStage``)."""
-
-    @property
-    def pipeline(self) -> str | None: ...
-
-    @property
-    def stage(self) -> str | None: ...
-
-    @property
-    def status(self) -> str | None: ...
-
-    @property
-    def match_by(self) -> str: ...
-
-
-class StageMappings(Protocol):
-    """The part of ``sync_worker.mappings.Mappings`` this connector uses."""
-
-    def to_canonical(
-        self,
-        source: str,
-        *,
-        pipeline: str | None,
-        stage: str | None,
-        pipeline_name: str | None = None,
-        stage_name: str | None = None,
-        status: str | None = None,
-    ) -> StageKey | UnmappedStage: ...
-
-    def to_target(
-        self, target: str, key: StageKey, *, pipeline: str | None = None
-    ) -> TargetStageLike | None: ...
 
 
 def parse_time(value: Any, field: str) -> datetime | None:
@@ -206,7 +170,7 @@ def _status(deal: Mapping[str, Any]) -> RecordStatus:
 
 def to_canonical(
     payload: Mapping[str, Any],
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     stages: Mapping[str, SourceStage] | None = None,
     person_emails: Mapping[str, str] | None = None,
@@ -273,7 +237,7 @@ def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def resolve_stage_id(target: TargetStageLike, stages: Sequence[SourceStage]) -> tuple[int | None, int | None]:
+def resolve_stage_id(target: TargetStage, stages: Sequence[SourceStage]) -> tuple[int | None, int | None]:
     """``(pipeline_id, stage_id)`` to write for a mapping target.
 
     ``match_by="id"``: the stage id as is; the pipeline id when the mapping gives a numeric one,
@@ -305,12 +269,12 @@ def resolve_stage_id(target: TargetStageLike, stages: Sequence[SourceStage]) -> 
 
 
 def find_target(
-    mappings: StageMappings,
+    mappings: Mappings,
     key: StageKey,
     *,
     pipeline_id: str | None = None,
     pipeline_name: str | None = None,
-) -> TargetStageLike | None:
+) -> TargetStage | None:
     """The mapping target for ``key`` in the deal's pipeline (by id, then name); any when unknown.
 
     A deal in a pipeline the mapping does not know gets only statuses (won/lost), never a stage
@@ -328,7 +292,7 @@ def find_target(
 
 def from_canonical(
     update: CanonicalUpdate,
-    mappings: StageMappings,
+    mappings: Mappings,
     *,
     stages: Sequence[SourceStage] = (),
     pipeline_id: str | None = None,

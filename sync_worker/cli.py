@@ -99,7 +99,10 @@ def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
         click.echo(f"warning: {warning}", err=True)
     if errors or result is None:
         raise MappingError(errors)
-    click.echo(f"{target}: {len(result.files)} files valid, sources: {', '.join(result.sources())}")
+    click.echo(
+        f"{target}: {len(result.files)} stage mapping files and {len(result.routes)} routes valid;"
+        f" sources: {', '.join(result.sources())}"
+    )
 
 
 @mappings_group.command("show")
@@ -167,3 +170,54 @@ def serve_command(ctx: click.Context, host: str, port: int, workers: int, migrat
     if migrate:
         upgrade_database(settings.database_url)
     serve(settings, host, port, workers)
+
+
+_REPORT_FORMATS = ("table", "csv", "json", "html")
+
+
+@main.command("leaks")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(_REPORT_FORMATS),
+    default="table",
+    show_default=True,
+    help="table for a terminal; csv, json or one self-contained html page",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="write the report to FILE instead of standard output",
+)
+@click.pass_context
+@_errors_to_exit_codes
+def leaks_command(ctx: click.Context, output_format: str, output: Path | None) -> None:
+    """Report open leak flags, the funnel per stage and the weighted pipeline forecast."""
+    from datetime import UTC, datetime
+
+    from sync_worker.mappings import load_mappings
+    from sync_worker.report import build_report, render_csv, render_html, render_json, render_table
+    from sync_worker.store import SyncStore, current_revision, head_revision
+
+    settings = _settings(ctx)
+    model = load_mappings(settings.resolved_mappings_dir()).model
+    if current_revision(settings.database_url) != head_revision():
+        raise ConfigError(
+            "the state store is not migrated to the current schema: run `sync-worker db upgrade`"
+        )
+    store = SyncStore(settings.database_url)
+    try:
+        report = build_report(store, model, datetime.now(UTC))
+    finally:
+        store.close()
+    renderers = {"table": render_table, "csv": render_csv, "json": render_json}
+    text = render_html(report, model) if output_format == "html" else renderers[output_format](report)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
+    click.echo(f"wrote {output_format} report to {output}", err=True)

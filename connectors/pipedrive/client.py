@@ -38,7 +38,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from connectors.pipedrive.access import TokenAuth, WindowLimiter
+from connectors.pipedrive.access import TokenAuth
 from connectors.pipedrive.convert import (
     SOURCE,
     format_cursor,
@@ -62,6 +62,7 @@ from sync_worker.connector import WebhookRequest
 from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
 from sync_worker.mappings import Mappings
+from sync_worker.ratelimit import Limit, LocalRateLimiter
 from sync_worker.settings import Settings
 
 __all__ = ["STREAMS", "PipedriveConnector", "from_settings"]
@@ -418,7 +419,7 @@ def from_settings(
         SOURCE,
         str(pd.base_url),
         auth=TokenAuth(pd),
-        limiter=limiter or WindowLimiter(pd.rate_limit_per_2s, sleep=sleep),
+        limiter=limiter or LocalRateLimiter({"default": Limit(pd.rate_limit_per_2s, 2.0)}, sleep=sleep),
         transport=transport,
         sleep=sleep,
         max_attempts=max_attempts,

@@ -1,0 +1,30 @@
+"""Leak detection: stalled, regressed, dropped and unanswered deals, flagged once in the store.
+
+``scan_leaks(store, model, now=...)`` raises and clears flags with set-based SQL and queues their
+write-back to the CRM and their alerts through the outbox; ``send_alert`` delivers an alert;
+``leak_gauges`` feeds the metrics endpoint. See :mod:`sync_worker.leaks.scan`.
+"""
+
+from __future__ import annotations
+
+from sync_worker.leaks.alerts import ALERT_TARGET, alert_client, alert_payload, send_alert
+from sync_worker.leaks.rules import RULES, RuleBook, clear_flag, leak_flag
+from sync_worker.leaks.scan import ORIGIN, ScanResult, leak_gauges, scan_leaks
+from sync_worker.leaks.wire import deserialise_update, serialise_update
+
+__all__ = [
+    "ALERT_TARGET",
+    "ORIGIN",
+    "RULES",
+    "RuleBook",
+    "ScanResult",
+    "alert_client",
+    "alert_payload",
+    "clear_flag",
+    "deserialise_update",
+    "leak_flag",
+    "leak_gauges",
+    "scan_leaks",
+    "send_alert",
+    "serialise_update",
+]

@@ -55,6 +55,7 @@ __all__ = [
     "Observation",
     "RedisRateLimiter",
     "account_key",
+    "documented_limits",
     "limiter_for",
     "read_headers",
 ]
@@ -379,6 +380,24 @@ def account_key(system: str, base_url: str, credential: SecretStr) -> str:
     return f"{system}-{hashlib.sha256(material.encode()).hexdigest()[:16]}"
 
 
+def documented_limits(system: str, settings: Settings) -> dict[str, Limit]:
+    """The request budgets of ``system`` by bucket, from the settings (the providers' documented limits).
+
+    HubSpot: ``default`` per 10 s and ``search`` per second; Pipedrive: per 2-second window;
+    LaGrowthMachine: per 10 s. Raises :class:`ConfigError` for an unknown system.
+    """
+    if system == "hubspot":
+        return {
+            "default": Limit(settings.hubspot.rate_limit_per_10s, 10.0),
+            "search": Limit(settings.hubspot.search_rate_limit_per_s, 1.0),
+        }
+    if system == "pipedrive":
+        return {"default": Limit(settings.pipedrive.rate_limit_per_2s, 2.0)}
+    if system == "lagrowthmachine":
+        return {"default": Limit(settings.lagrowthmachine.rate_limit_per_10s, 10.0)}
+    raise ConfigError(f"rate limiter: unknown system {system!r}")
+
+
 def limiter_for(
     system: str,
     settings: Settings,
@@ -391,30 +410,20 @@ def limiter_for(
 
     Raises :class:`ConfigError` for an unknown system or one without a credential.
     """
+    limits = documented_limits(system, settings)
     credential: SecretStr | None
     if system == "hubspot":
-        hs = settings.hubspot
-        credential = hs.token or hs.refresh_token
-        base_url = str(hs.base_url)
-        limits = {
-            "default": Limit(hs.rate_limit_per_10s, 10.0),
-            "search": Limit(hs.search_rate_limit_per_s, 1.0),
-        }
+        credential = settings.hubspot.token or settings.hubspot.refresh_token
+        base_url = str(settings.hubspot.base_url)
         missing = "SYNC_HUBSPOT__TOKEN or SYNC_HUBSPOT__REFRESH_TOKEN"
     elif system == "pipedrive":
-        pd = settings.pipedrive
-        credential = pd.oauth_token or pd.api_token
-        base_url = str(pd.base_url)
-        limits = {"default": Limit(pd.rate_limit_per_2s, 2.0)}
+        credential = settings.pipedrive.oauth_token or settings.pipedrive.api_token
+        base_url = str(settings.pipedrive.base_url)
         missing = "SYNC_PIPEDRIVE__API_TOKEN or SYNC_PIPEDRIVE__OAUTH_TOKEN"
-    elif system == "lagrowthmachine":
-        lgm = settings.lagrowthmachine
-        credential = lgm.api_key
-        base_url = str(lgm.base_url)
-        limits = {"default": Limit(lgm.rate_limit_per_10s, 10.0)}
-        missing = "SYNC_LAGROWTHMACHINE__API_KEY"
     else:
-        raise ConfigError(f"rate limiter: unknown system {system!r}")
+        credential = settings.lagrowthmachine.api_key
+        base_url = str(settings.lagrowthmachine.base_url)
+        missing = "SYNC_LAGROWTHMACHINE__API_KEY"
     if credential is None or not credential.get_secret_value():
         raise ConfigError(f"rate limiter: {system} has no credential; set {missing}")
     return RedisRateLimiter(

@@ -56,6 +56,7 @@ from sync_worker.connector import WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError
 from sync_worker.http import ApiClient, ApiResponse, RateLimiter
 from sync_worker.mappings import Mappings
+from sync_worker.ratelimit import LocalRateLimiter, documented_limits
 from sync_worker.settings import Settings
 
 __all__ = ["DEFAULT_BASE_URL", "SEARCH_LIMIT", "SEARCH_MAX_RESULTS", "HubSpotConnector", "from_settings"]
@@ -365,7 +366,7 @@ def from_settings(
         base_url=str(hub.base_url),
         accept_signature_v1=hub.accept_signature_v1,
         transport=transport,
-        limiter=limiter,
+        limiter=limiter or LocalRateLimiter(documented_limits("hubspot", settings), sleep=sleep),
         sleep=sleep,
         clock=clock,
     )

@@ -52,6 +52,7 @@ from sync_worker.connector import WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
 from sync_worker.mappings import Mappings
+from sync_worker.ratelimit import LocalRateLimiter, documented_limits
 from sync_worker.settings import LaGrowthMachineSettings, Settings
 
 __all__ = [
@@ -74,6 +75,7 @@ _MASK = "REDACTED"
 
 LEAD_STATUSES: tuple[str, ...] = (
     "CONTACTED",
+    "TO_QUALIFY",
     "INTERESTED",
     "CALL_BOOKED",
     "NEGOTIATING",
@@ -391,5 +393,9 @@ def from_settings(
 ) -> LaGrowthMachineConnector:
     """Build the connector from the service settings; :class:`ConfigError` when the key is unset."""
     return LaGrowthMachineConnector(
-        settings.lagrowthmachine, mappings, transport=transport, limiter=limiter, sleep=sleep
+        settings.lagrowthmachine,
+        mappings,
+        transport=transport,
+        limiter=limiter or LocalRateLimiter(documented_limits(SOURCE, settings), sleep=sleep),
+        sleep=sleep,
     )

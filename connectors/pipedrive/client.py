@@ -62,7 +62,7 @@ from sync_worker.connector import WebhookRequest
 from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
 from sync_worker.mappings import Mappings
-from sync_worker.ratelimit import Limit, LocalRateLimiter
+from sync_worker.ratelimit import LocalRateLimiter, documented_limits
 from sync_worker.settings import Settings
 
 __all__ = ["STREAMS", "PipedriveConnector", "from_settings"]
@@ -419,7 +419,7 @@ def from_settings(
         SOURCE,
         str(pd.base_url),
         auth=TokenAuth(pd),
-        limiter=limiter or LocalRateLimiter({"default": Limit(pd.rate_limit_per_2s, 2.0)}, sleep=sleep),
+        limiter=limiter or LocalRateLimiter(documented_limits("pipedrive", settings), sleep=sleep),
         transport=transport,
         sleep=sleep,
         max_attempts=max_attempts,

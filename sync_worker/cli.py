@@ -221,3 +221,13 @@ def leaks_command(ctx: click.Context, output_format: str, output: Path | None) -
     except OSError as exc:
         raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
     click.echo(f"wrote {output_format} report to {output}", err=True)
+
+
+def _register_commands() -> None:
+    """Commands that live next to what they drive; registered here so there is one entry point."""
+    from sync_worker.sandbox.cli import sandbox_command
+
+    main.add_command(sandbox_command)
+
+
+_register_commands()

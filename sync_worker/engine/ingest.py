@@ -1,0 +1,182 @@
+"""Recording one incoming record: what changed, whether it is our own echo, which events it raises.
+
+Echoes (a change the service itself wrote, coming back from the target) are recognised two ways,
+either one suffices:
+
+* the provider says who wrote it: HubSpot webhook ``changeSource`` + ``sourceId`` (``INTEGRATION``
+  and our app id, https://developers.hubspot.com/docs/api/webhooks), Pipedrive ``meta.change_source``
+  + ``meta.user_id`` (``api`` and our user, https://pipedrive.readme.io/docs/guide-for-webhooks-v2
+  and https://developers.pipedrive.com/changelog/post/new-field-for-webhooks),
+  compared with :attr:`EngineConfig.own_change_sources`;
+* every field that changed holds a value the engine wrote to this very record within the echo
+  window (the store's write memory, ``was_written``). This catches echoes in polls, which carry
+  no change source. When the provider names another writer and our own markers are known, the
+  provider is believed: a person setting a value back to one we wrote is a real change.
+
+A third, structural guard: after each push the stored copy of the target record is updated with
+what was written (:mod:`sync_worker.engine.push`), so an echo that comes back unchanged differs
+from nothing and raises no event. An echo is still stored (marked ``written_by_worker`` in the
+stage history) but never routed, so a two-way route cannot bounce a change back and forth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sync_worker.canonical import CanonicalRecord, RecordKind
+from sync_worker.engine.model import (
+    EVENT_CREATED,
+    EVENT_FIELD_CHANGE,
+    EVENT_REPLY,
+    EVENT_STAGE_CHANGE,
+    EVENT_STATUS_CHANGE,
+    SYNCED_FIELDS,
+)
+from sync_worker.store.models import RecordChange, StoredRecord
+
+__all__ = [
+    "IngestStore",
+    "Observation",
+    "changed_fields",
+    "events_for",
+    "field_value",
+    "is_echo",
+    "observe",
+]
+
+# Fields a source may not carry (a webhook deal has no e-mail): a record lacking them keeps the stored value.
+_KEPT_WHEN_MISSING = ("contact_email", "linkedin_url", "company", "title")
+
+
+class IngestStore(Protocol):
+    """The store methods ingestion uses."""
+
+    def get_record(self, source: str, kind: RecordKind, external_id: str) -> StoredRecord | None: ...
+
+    def upsert_record(
+        self,
+        record: CanonicalRecord,
+        *,
+        origin: str,
+        written_by_worker: bool,
+        seen_at: datetime | None = None,
+    ) -> RecordChange: ...
+
+    def was_written(
+        self,
+        target: str,
+        external_id: str,
+        field: str,
+        value: object,
+        within: timedelta,
+        *,
+        now: datetime | None = None,
+    ) -> bool: ...
+
+
+def field_value(record: CanonicalRecord | StoredRecord, name: str) -> object:
+    """The value of a synced field (stage as its key string), comparable across both shapes."""
+    value = getattr(record, name)
+    if name == "stage" and value is not None:
+        return str(value.value)
+    return value
+
+
+def changed_fields(before: StoredRecord | None, record: CanonicalRecord) -> frozenset[str]:
+    """Synced fields whose value differs from the stored one (all set fields when first seen).
+
+    An unmapped stage (``stage`` None) is not a change: the store keeps the last known stage.
+    """
+    changed: set[str] = set()
+    for name in SYNCED_FIELDS:
+        new = field_value(record, name)
+        if new is None:
+            continue
+        if before is None or field_value(before, name) != new:
+            changed.add(name)
+    return frozenset(changed)
+
+
+def is_echo(
+    store: IngestStore,
+    record: CanonicalRecord,
+    changed: frozenset[str],
+    *,
+    own_change_sources: Mapping[str, frozenset[str]],
+    within: timedelta,
+    now: datetime,
+) -> bool:
+    """True when the change is one the service wrote itself (see the module docstring)."""
+    marker = record.change_source
+    ours = own_change_sources.get(record.source, frozenset())
+    if marker is not None and marker in ours:
+        return True
+    if marker is not None and ours:
+        return False  # the provider names another writer (a person, another app): not our echo
+    if not changed:
+        return False
+    return all(
+        store.was_written(record.source, record.external_id, name, field_value(record, name), within, now=now)
+        for name in changed
+    )
+
+
+def events_for(
+    change: RecordChange, before: StoredRecord | None, record: CanonicalRecord, changed: frozenset[str]
+) -> frozenset[str]:
+    """The change kinds one applied upsert raises (empty when nothing routable changed)."""
+    events: set[str] = set()
+    if record.replied_at is not None and (before is None or before.replied_at != record.replied_at):
+        events.add(EVENT_REPLY)
+    if change.created:
+        events.add(EVENT_CREATED)
+    if "stage" in changed and before is not None:
+        events.add(EVENT_STAGE_CHANGE)
+    if "status" in changed and before is not None:
+        events.add(EVENT_STATUS_CHANGE)
+    if before is not None and changed - {"stage", "status"}:
+        events.add(EVENT_FIELD_CHANGE)
+    return frozenset(events)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What :func:`observe` did with one record: the stored change, the diff, echo or not, events."""
+
+    before: StoredRecord | None
+    record: CanonicalRecord
+    change: RecordChange
+    changed: frozenset[str]
+    echo: bool
+    events: frozenset[str]
+
+
+def observe(
+    store: IngestStore,
+    record: CanonicalRecord,
+    *,
+    own_change_sources: Mapping[str, frozenset[str]],
+    echo_window: timedelta,
+    clock: Callable[[], datetime],
+) -> Observation:
+    """Store ``record`` and say what changed: the one write path for webhooks and polls alike.
+
+    A record older than the stored one is not applied (``change.applied`` False) and raises no
+    event; an echo is stored but raises no event either.
+    """
+    now = clock()
+    before = store.get_record(record.source, record.kind, record.external_id)
+    if before is not None:
+        kept = {name: getattr(before, name) for name in _KEPT_WHEN_MISSING if getattr(record, name) is None}
+        if kept:
+            record = replace(record, **kept)
+    changed = changed_fields(before, record)
+    echo = is_echo(store, record, changed, own_change_sources=own_change_sources, within=echo_window, now=now)
+    change = store.upsert_record(record, origin=record.source, written_by_worker=echo, seen_at=now)
+    events: frozenset[str] = frozenset()
+    if change.applied and not echo:
+        events = events_for(change, before, record, changed)
+    return Observation(before, record, change, changed, echo, events)

@@ -1,0 +1,327 @@
+"""Draining the outbox of one target: coalesce, write in batches, record what happened.
+
+* Coalescing: due items for the same target record (same ``ref``) merge into ONE update, each
+  field taking the value with the newest source timestamp (ties: the system first in
+  :data:`~sync_worker.engine.model.SYSTEM_ORDER`). The connector batches the updates as its API
+  allows (HubSpot ``batch/update`` and ``batch/create``, 100 inputs a call:
+  https://developers.hubspot.com/docs/api/crm/deals).
+* Creates: the create key is claimed (``claim_key``) before the write, so a replay never creates
+  a second deal; when the key is already claimed with a result, the item becomes an update of the
+  deal created then. The new record is stored and linked to the record it came from.
+* After a write: every written value is remembered (``remember_write``) so its echo is
+  recognised, and the stored copy of the target record is brought up to date.
+* Failures: a retryable one is retried later with a growing delay (dead after
+  ``max_attempts``); a permanent one marks the items ``dead`` with the reason, reported in
+  :attr:`PushStats.dead` for the caller to dead-letter (:func:`dead_letter_items`). A
+  :class:`~sync_worker.errors.TransientError` or :class:`~sync_worker.errors.AuthError` raised by
+  the connector propagates and leaves the items due (the actor retries the message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sync_worker.canonical import (
+    CanonicalRecord,
+    CanonicalUpdate,
+    RecordKind,
+    StageKey,
+    StageKind,
+    StageModel,
+    UpdateResult,
+)
+from sync_worker.connector import Connector
+from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
+from sync_worker.engine.normalise import record_from_stored
+from sync_worker.errors import SyncWorkerError
+from sync_worker.store import OutboxItem, SyncStore
+
+__all__ = ["Plan", "dead_letter_items", "merge_items", "push_target"]
+
+
+@dataclass
+class Plan:
+    """One coalesced write: the outbox items it settles and the merged fields (name -> value, ts, origin)."""
+
+    items: list[OutboxItem]
+    fields: dict[str, tuple[Any, str, str]]
+    kind: str
+    external_id: str | None
+    create_key: str | None
+    title: str | None
+    contact_email: str | None
+    advance_only: set[str] = field(default_factory=set)
+    origin_record_id: int | None = None
+    claimed: bool = False
+
+    @property
+    def origin(self) -> tuple[str, str]:
+        """``(origin system, origin id)`` of the newest field."""
+        newest = max(self.items, key=lambda i: (i.created_at, i.id))
+        return str(newest.payload.get("origin")), str(newest.payload.get("origin_id"))
+
+
+def _wins(new: tuple[Any, str, str], old: tuple[Any, str, str]) -> bool:
+    new_ts, old_ts = datetime.fromisoformat(new[1]), datetime.fromisoformat(old[1])
+    if new_ts != old_ts:
+        return new_ts > old_ts
+    return system_rank(new[2]) < system_rank(old[2])
+
+
+def merge_items(items: Sequence[OutboxItem]) -> list[Plan]:
+    """Group due items by target record and merge their fields, newest value per field winning."""
+    plans: dict[str, Plan] = {}
+    for item in sorted(items, key=lambda i: (i.created_at, i.id)):
+        payload = item.payload
+        ref = str(payload.get("ref"))
+        plan = plans.get(ref)
+        if plan is None:
+            plan = Plan(
+                items=[],
+                fields={},
+                kind=str(payload.get("kind") or "deal"),
+                external_id=payload.get("external_id"),
+                create_key=payload.get("create_key"),
+                title=payload.get("title"),
+                contact_email=payload.get("contact_email"),
+                origin_record_id=payload.get("origin_record_id"),
+            )
+            plans[ref] = plan
+        plan.items.append(item)
+        plan.contact_email = plan.contact_email or payload.get("contact_email")
+        raw_fields: Mapping[str, Any] = payload.get("fields") or {}
+        for name, entry in raw_fields.items():
+            candidate = (entry.get("v"), str(entry.get("ts")), str(entry.get("o")))
+            current = plan.fields.get(name)
+            if current is None or _wins(candidate, current):
+                plan.fields[name] = candidate
+                if name in (payload.get("advance_only") or []):
+                    plan.advance_only.add(name)
+                else:
+                    plan.advance_only.discard(name)
+    return list(plans.values())
+
+
+def _values(plan: Plan) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, (value, _, _) in plan.fields.items():
+        if value is None:
+            continue
+        if name == "stage":
+            out[name] = StageKey(value)
+        elif name == "amount":
+            out[name] = Decimal(str(value))
+        elif name == "close_date":
+            out[name] = date.fromisoformat(str(value))
+        else:
+            out[name] = value
+    return out
+
+
+def _update(target: str, plan: Plan, values: Mapping[str, Any]) -> CanonicalUpdate:
+    origin, origin_id = plan.origin
+    key = (
+        plan.items[-1].idempotency_key
+        if len(plan.items) == 1
+        else f"{plan.items[-1].idempotency_key}+{len(plan.items)}"
+    )
+    return CanonicalUpdate(
+        target=target,
+        idempotency_key=key,
+        origin=origin,
+        origin_id=origin_id,
+        external_id=plan.external_id,
+        kind="lead" if plan.kind == "lead" else "deal",
+        stage=values.get("stage"),
+        status=values.get("status"),
+        title=values.get("title") or (plan.title if plan.external_id is None else None),
+        amount=values.get("amount"),
+        currency=values.get("currency"),
+        close_date=values.get("close_date"),
+        lost_reason=values.get("lost_reason"),
+        contact_email=plan.contact_email,
+    )
+
+
+def _status_after(model: StageModel, values: Mapping[str, Any]) -> str | None:
+    stage = values.get("stage")
+    if stage is not None:
+        kind = model.get(stage).kind
+        if kind is StageKind.WON:
+            return "won"
+        if kind is StageKind.LOST:
+            return "lost"
+        return values.get("status") or "open"
+    status = values.get("status")
+    return str(status) if status is not None else None
+
+
+def _store_written(
+    store: SyncStore,
+    model: StageModel,
+    target: str,
+    plan: Plan,
+    values: Mapping[str, Any],
+    result: UpdateResult,
+    now: datetime,
+) -> None:
+    external_id = result.external_id or plan.external_id
+    if external_id is None:
+        return
+    kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
+    for name, value in values.items():
+        store.remember_write(
+            target, external_id, name, value.value if isinstance(value, StageKey) else value, at=now
+        )
+    changes: dict[str, Any] = {k: v for k, v in values.items() if k != "status"}
+    status = _status_after(model, values)
+    if status is not None:
+        changes["status"] = status
+    stored = store.get_record(target, kind, external_id)
+    origin = plan.origin[0]
+    if stored is not None:
+        when = max(result.updated_at or stored.source_updated_at, stored.source_updated_at)
+        changes.setdefault("contact_email", stored.contact_email or plan.contact_email)
+        if "stage" in changes:
+            changes["source_stage"] = None
+        record = record_from_stored(stored, updated_at=when, **changes)
+    else:
+        record = CanonicalRecord(
+            source=target,
+            kind=kind,
+            external_id=external_id,
+            updated_at=result.updated_at or now,
+            title=values.get("title") or plan.title,
+            contact_email=plan.contact_email,
+            created_at=result.updated_at or now,
+            **{k: v for k, v in changes.items() if k != "title"},
+        )
+    change = store.upsert_record(record, origin=origin, written_by_worker=True, seen_at=now)
+    if plan.origin_record_id is not None and (stored is None or plan.create_key is not None):
+        store.link_records([int(plan.origin_record_id), change.record.id])
+
+
+def _claim_create(store: SyncStore, plan: Plan) -> bool:
+    """Claim the create of a planned new deal; False when it must wait (claimed, no result yet)."""
+    if plan.create_key is None or plan.external_id is not None:
+        return True
+    if store.claim_key(plan.create_key):
+        plan.claimed = True
+        return True
+    previous = store.key_result(plan.create_key) or {}
+    created = previous.get("external_id")
+    if created:
+        plan.external_id = str(created)  # created before: this is now an update of that deal
+        return True
+    return False
+
+
+def _advance_filter(
+    store: SyncStore, model: StageModel, target: str, plan: Plan, values: dict[str, Any]
+) -> None:
+    if "stage" not in plan.advance_only or "stage" not in values or plan.external_id is None:
+        return
+    kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
+    stored = store.get_record(target, kind, plan.external_id)
+    if (
+        stored is not None
+        and stored.stage is not None
+        and not model.is_advance(stored.stage, values["stage"])
+    ):
+        del values["stage"]
+
+
+def push_target(
+    store: SyncStore,
+    connector: Connector,
+    target: str,
+    model: StageModel,
+    *,
+    config: EngineConfig,
+    clock: Callable[[], datetime],
+    limit: int = 500,
+) -> PushStats:
+    """Drain the due outbox items of ``target`` once; see the module docstring."""
+    now = clock()
+    plans = merge_items(store.due_outbox(now, limit, target=target))
+    ready: list[tuple[Plan, dict[str, Any]]] = []
+    retried = skipped = 0
+    for plan in plans:
+        if not _claim_create(store, plan):
+            for item in plan.items:
+                store.mark_outbox_failed(
+                    item.id, "waiting for the deal being created", now + config.retry_base
+                )
+            retried += len(plan.items)
+            continue
+        values = _values(plan)
+        _advance_filter(store, model, target, plan, values)
+        if not values and plan.external_id is not None:
+            for item in plan.items:
+                store.mark_outbox_sent(item.id)
+            skipped += len(plan.items)
+            continue
+        ready.append((plan, values))
+    if not ready:
+        return PushStats(target, items=sum(len(p.items) for p in plans), retried=retried, skipped=skipped)
+    try:
+        results = connector.apply_updates([_update(target, plan, values) for plan, values in ready])
+    except SyncWorkerError:
+        for plan, _ in ready:
+            if plan.claimed and plan.create_key is not None:
+                store.release_key(plan.create_key)
+        raise
+    writes = created = 0
+    dead: list[DeadItem] = []
+    for (plan, values), result in zip(ready, results, strict=True):
+        if result.ok:
+            writes += 1
+            if plan.claimed and plan.create_key is not None:
+                created += 1
+                store.record_result(plan.create_key, {"external_id": result.external_id})
+            _store_written(store, model, target, plan, values, result, now)
+            for item in plan.items:
+                store.mark_outbox_sent(item.id)
+            continue
+        if plan.claimed and plan.create_key is not None:
+            store.release_key(plan.create_key)
+        reason = (result.error or "rejected by the target")[:500]
+        attempts = max(item.attempts for item in plan.items) + 1
+        if result.retryable and attempts < config.max_attempts:
+            for item in plan.items:
+                store.mark_outbox_failed(item.id, reason, now + config.retry_delay(attempts))
+            retried += len(plan.items)
+            continue
+        for item in plan.items:
+            store.mark_outbox_failed(item.id, reason, now, dead=True)
+            dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+    return PushStats(
+        target,
+        items=sum(len(p.items) for p in plans),
+        writes=writes,
+        created=created,
+        skipped=skipped,
+        retried=retried,
+        dead=tuple(dead),
+    )
+
+
+def dead_letter_items(
+    store: SyncStore, dead: Sequence[DeadItem], *, queue: str = "push", actor: str = "push"
+) -> list[int]:
+    """Write one dead letter per dead outbox item (message id ``outbox:<id>``); their ids."""
+    return [
+        store.add_dead_letter(
+            queue=queue,
+            actor=actor,
+            message_id=f"outbox:{item.outbox_id}",
+            payload={"outbox_id": item.outbox_id, "idempotency_key": item.idempotency_key, **item.payload},
+            reason=item.reason,
+            error_class="PermanentError",
+        )
+        for item in dead
+    ]

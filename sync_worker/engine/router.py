@@ -1,0 +1,229 @@
+"""Routing one observed change: find the target record, decide the fields to write, queue the write.
+
+Per route (see :mod:`sync_worker.engine.routing`):
+
+1. The target record is found by the route's ``match`` strategies in order: the stored link
+   between records, an id of the target record the source carries (``record.links``), or the
+   contact's e-mail. A match found by id or e-mail is linked, so the next change takes the link.
+   None found and ``create`` set: the target deal is created at push time (``external_id`` None)
+   and linked then.
+2. Fields: only fields that changed in the source flow (all of them for a create). ``stage`` is
+   ``mirror`` (copied) or ``advance_only`` (written only when it moves the target forward in the
+   funnel, :meth:`~sync_worker.canonical.StageModel.is_advance`; outreach never moves a deal
+   back). A value the target already holds is not written again. Conflict: when the target
+   changed the same field on its own since the last sync, the newer source timestamp wins; a tie
+   goes to the system first in :data:`~sync_worker.engine.model.SYSTEM_ORDER`.
+3. The write is queued in the outbox under a deterministic idempotency key (route, origin record,
+   target, values, source timestamp), ``not_before`` now + the coalescing window, so a replayed
+   change is queued once and close changes to one record merge into one write at push time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sync_worker.canonical import CanonicalRecord, RecordKind, StageModel
+from sync_worker.engine.ingest import Observation, field_value
+from sync_worker.engine.model import EngineConfig, system_rank
+from sync_worker.engine.routing import EngineRoute, routes_for
+from sync_worker.store import StoredRecord, SyncStore
+
+__all__ = ["PAYLOAD_VERSION", "Target", "create_key", "find_target", "plan_fields", "route_observation"]
+
+PAYLOAD_VERSION = 1
+_TARGET_KIND: dict[str, RecordKind] = {"lagrowthmachine": "lead"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The record a route writes to: stored (``stored``), known by id only, or to be created."""
+
+    system: str
+    kind: RecordKind
+    external_id: str | None
+    stored: StoredRecord | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.system}:{self.kind}:{self.external_id}"
+
+
+def create_key(target: str, origin: CanonicalRecord) -> str:
+    """The one key under which the target deal for this origin record is created (claimed once)."""
+    return f"create:{target}:{origin.source}:{origin.kind}:{origin.external_id}"
+
+
+def _usable(record: StoredRecord, system: str) -> bool:
+    return record.source == system and not record.deleted
+
+
+def find_target(
+    store: SyncStore, route: EngineRoute, record: CanonicalRecord, record_id: int
+) -> Target | None:
+    """The target record of ``route`` for ``record`` by the route's match strategies, linking new finds."""
+    system = route.target
+    for how in route.match:
+        if how == "link":
+            for other in store.linked_records(record_id):
+                if _usable(other, system):
+                    return Target(system, other.kind, other.external_id, other)
+        elif how == "external_id":
+            known = record.links.get(system)
+            if known:
+                kind = _TARGET_KIND.get(system, "deal")
+                stored = store.get_record(system, kind, known)
+                if stored is not None:
+                    store.link_records([record_id, stored.id])
+                return Target(system, kind, known, stored)
+        elif how == "email" and record.contact_email:
+            found = [r for r in store.find_records_by_email(record.contact_email) if _usable(r, system)]
+            if found:
+                best = max(found, key=lambda r: (r.source_updated_at, r.id))
+                store.link_records([record_id, best.id])
+                return Target(system, best.kind, best.external_id, best)
+    return None
+
+
+def _field_time(target: StoredRecord, name: str) -> datetime:
+    if name == "stage" and target.stage_entered_at is not None:
+        return target.stage_entered_at
+    return target.source_updated_at
+
+
+def _loses_conflict(name: str, obs: Observation, target: StoredRecord | None, value: object) -> bool:
+    """True when the target changed ``name`` on its own since the last sync and its change is newer."""
+    if target is None or obs.before is None:
+        return False
+    current = field_value(target, name)
+    if current == value or current == field_value(obs.before, name):
+        return False  # no divergence: the target still shows what the source had
+    theirs, ours = _field_time(target, name), obs.record.updated_at
+    if theirs != ours:
+        return theirs > ours
+    return system_rank(target.source) < system_rank(obs.record.source)
+
+
+def plan_fields(
+    route: EngineRoute, obs: Observation, target: Target | None, model: StageModel
+) -> dict[str, object]:
+    """The fields (name -> canonical value) this route writes for this change; empty: nothing to do."""
+    record = obs.record
+    creating = target is None
+    stored = target.stored if target is not None else None
+    out: dict[str, object] = {}
+    if route.stage != "none" and record.stage is not None:
+        new = record.stage
+        current = stored.stage if stored is not None else None
+        if route.stage == "advance_only":
+            wanted = current is None or (current != new and model.is_advance(current, new))
+        else:
+            wanted = (creating or "stage" in obs.changed) and current != new
+            wanted = wanted and not _loses_conflict("stage", obs, stored, new.value)
+        if wanted:
+            out["stage"] = new.value
+    for name in sorted(route.fields):
+        value = field_value(record, name)
+        if value is None or (name == "status" and value == "deleted"):
+            continue
+        if not creating and name not in obs.changed:
+            continue
+        if stored is not None and field_value(stored, name) == value:
+            continue
+        if _loses_conflict(name, obs, stored, value):
+            continue
+        out[name] = value
+    if route.only_status is not None and "status" in route.fields and "status" not in out:
+        return {}
+    return out
+
+
+def _json(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def _key(route: EngineRoute, record: CanonicalRecord, ref: str, fields: dict[str, object]) -> str:
+    identity = [
+        route.name,
+        record.source,
+        record.kind,
+        record.external_id,
+        ref,
+        sorted((k, _json(v)) for k, v in fields.items()),
+        record.updated_at.isoformat(),
+    ]
+    digest = hashlib.sha256(json.dumps(identity, default=str, separators=(",", ":")).encode()).hexdigest()
+    return f"push:{route.target}:{digest[:40]}"
+
+
+def _payload(
+    route: EngineRoute, obs: Observation, target: Target | None, fields: dict[str, object]
+) -> dict[str, Any]:
+    record = obs.record
+    stamp = record.updated_at.isoformat()
+    stored = target.stored if target is not None else None
+    payload: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "route": route.name,
+        "target": route.target,
+        "origin": record.source,
+        "origin_id": record.external_id,
+        "origin_record_id": obs.change.record.id,
+        "fields": {
+            name: {"v": _json(value), "ts": stamp, "o": record.source} for name, value in fields.items()
+        },
+        "advance_only": ["stage"] if route.stage == "advance_only" and "stage" in fields else [],
+        "contact_email": (stored.contact_email if stored is not None else None) or record.contact_email,
+    }
+    if target is None:
+        key = create_key(route.target, record)
+        payload.update(
+            ref=f"new:{key}",
+            kind="deal",
+            external_id=None,
+            create_key=key,
+            title=record.title or record.contact_email or f"{record.source} {record.external_id}",
+        )
+    else:
+        payload.update(ref=target.ref, kind=target.kind, external_id=target.external_id)
+    return payload
+
+
+def route_observation(
+    store: SyncStore,
+    mappings: object,
+    model: StageModel,
+    obs: Observation,
+    *,
+    config: EngineConfig,
+    clock: Callable[[], datetime],
+) -> int:
+    """Queue the writes the routes call for; how many outbox items were newly queued."""
+    if not obs.events:
+        return 0
+    record = obs.record
+    queued = 0
+    for route in routes_for(mappings, record.source, obs.events):
+        if route.only_status is not None and record.status not in route.only_status:
+            continue
+        target = find_target(store, route, record, obs.change.record.id)
+        if target is None and not (route.create and record.kind in ("deal", "lead")):
+            continue
+        fields = plan_fields(route, obs, target, model)
+        if not fields:
+            continue
+        payload = _payload(route, obs, target, fields)
+        key = _key(route, record, str(payload["ref"]), fields)
+        not_before = clock() + config.coalesce_window
+        if store.enqueue_outbox(route.target, key, payload, not_before=not_before) is not None:
+            queued += 1
+    return queued

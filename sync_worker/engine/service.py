@@ -1,0 +1,224 @@
+"""The sync service: the entry points the actors call with primitives.
+
+Flow: inbox events and polled records -> normalised through the stage mappings
+(:mod:`~sync_worker.engine.normalise`) -> stored with stage history and checked for echoes
+(:mod:`~sync_worker.engine.ingest`) -> routed into the outbox (:mod:`~sync_worker.engine.router`)
+-> pushed to the targets, coalesced and batched (:mod:`~sync_worker.engine.push`).
+
+Errors: :class:`~sync_worker.errors.TransientError` propagates (the actor retries the message;
+nothing was marked processed and no cursor moved past unstored records). Per-item permanent push
+failures become outbox ``dead`` items listed in :attr:`PushStats.dead`; the caller writes their
+dead letters with :func:`~sync_worker.engine.push.dead_letter_items`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sync_worker.canonical import CanonicalRecord
+from sync_worker.connector import Connector
+from sync_worker.engine.ingest import observe
+from sync_worker.engine.model import EngineConfig, IngestResult, PullStats, PushStats
+from sync_worker.engine.normalise import normalise_events
+from sync_worker.engine.push import push_target
+from sync_worker.engine.router import route_observation
+from sync_worker.errors import ConfigError
+from sync_worker.mappings import Mappings
+from sync_worker.store import InboxEvent, SyncStore
+
+__all__ = ["MappingsSource", "SyncService"]
+
+
+class _Holder(Protocol):
+    @property
+    def current(self) -> Mappings: ...
+
+
+MappingsSource = _Holder | Callable[[], Mappings] | Mappings
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SyncService:
+    """Normalise, store, route and push changes between the configured systems.
+
+    ``mappings`` is a :class:`~sync_worker.mappings.MappingsHolder` (its ``current`` is read on
+    every call, so a reload takes effect at once), a callable returning the current mappings, or
+    one fixed :class:`~sync_worker.mappings.Mappings`. ``connectors`` maps a system name to its
+    connector. ``clock`` supplies "now" (timezone-aware UTC).
+    """
+
+    def __init__(
+        self,
+        store: SyncStore,
+        mappings: MappingsSource,
+        connectors: Mapping[str, Connector],
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self._store = store
+        self._mappings = mappings
+        self._connectors = dict(connectors)
+        self._clock = clock
+        self._config = config or EngineConfig()
+
+    def __repr__(self) -> str:
+        return f"SyncService(systems={sorted(self._connectors)!r})"
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def mappings(self) -> Mappings:
+        """The mappings in force now."""
+        source = self._mappings
+        if isinstance(source, Mappings):
+            return source
+        if callable(source):
+            return source()
+        return source.current
+
+    def connector(self, system: str) -> Connector:
+        try:
+            return self._connectors[system]
+        except KeyError:
+            enabled = ", ".join(sorted(self._connectors)) or "none"
+            raise ConfigError(f"{system}: no connector configured (enabled: {enabled})") from None
+
+    # -- records -------------------------------------------------------------------------------
+
+    def ingest_record(self, record: CanonicalRecord) -> IngestResult:
+        """Store one record from its source, then route it unless it is stale or our own echo."""
+        mappings = self.mappings()
+        obs = observe(
+            self._store,
+            record,
+            own_change_sources=self._config.own_change_sources,
+            echo_window=self._config.echo_window,
+            clock=self._clock,
+        )
+        queued = route_observation(
+            self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
+        )
+        return IngestResult(
+            source=record.source,
+            external_id=record.external_id,
+            record_id=obs.change.record.id,
+            events=obs.events,
+            echo=obs.echo,
+            stale=not obs.change.applied,
+            enqueued=queued,
+        )
+
+    def route_record_change(self, record: CanonicalRecord) -> IngestResult:
+        """Alias of :meth:`ingest_record` for callers that already hold a normalised record."""
+        return self.ingest_record(record)
+
+    # -- inbox ---------------------------------------------------------------------------------
+
+    def handle_inbox_event(self, inbox_id: int) -> None:
+        """Normalise, store and route one accepted webhook event, then mark it processed.
+
+        An unknown or already processed id does nothing (a redelivered message never writes twice).
+        """
+        self.handle_inbox_events([inbox_id])
+
+    def handle_inbox_events(self, inbox_ids: Sequence[int]) -> list[IngestResult]:
+        """Like :meth:`handle_inbox_event` for several ids: HubSpot deals of the batch are read together."""
+        pending: dict[str, list[InboxEvent]] = {}
+        for inbox_id in dict.fromkeys(inbox_ids):
+            event = self._store.get_inbox_event(inbox_id)
+            if event is None or event.processed_at is not None:
+                continue
+            pending.setdefault(event.source, []).append(event)
+        results: list[IngestResult] = []
+        for source, events in pending.items():
+            connector = self.connector(source)
+            normalised = normalise_events(
+                events,
+                connector,
+                self.mappings(),
+                self._store.get_record,
+                own_change_sources=self._config.own_change_sources,
+                read_batch=self._config.hubspot_read_batch,
+                was_written=self._was_written,
+            )
+            for record, ids in normalised.records:
+                results.append(self.ingest_record(record))
+                for inbox_id in ids:
+                    self._store.mark_processed(inbox_id, at=self._clock())
+            for inbox_id in (*normalised.echo_ids, *normalised.skipped_ids):
+                self._store.mark_processed(inbox_id, at=self._clock())
+        return results
+
+    def _was_written(self, system: str, external_id: str, field: str, value: object) -> bool:
+        within = self._config.echo_window
+        return self._store.was_written(system, external_id, field, value, within, now=self._clock())
+
+    # -- polls ---------------------------------------------------------------------------------
+
+    def poll(
+        self,
+        source: str,
+        stream: str,
+        *,
+        full: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> PullStats:
+        """Pull one stream page by page, storing and routing each record.
+
+        ``full`` starts from the beginning (a backfill) instead of the stored cursor. A page's
+        cursor is persisted only after all its records are stored and routed, so a crash re-reads
+        at most one page. ``progress`` is called with the number of records of each page.
+        """
+        connector = self.connector(source)
+        # An empty stored cursor means "start over" (a stream whose sweep finished returns None).
+        cursor = None if full else (self._store.get_cursor(source, stream) or None)
+        pages = records = changed = echoes = stale = enqueued = 0
+        for page in connector.pull_changes(stream, cursor):
+            pages += 1
+            for record in page.records:
+                result = self.ingest_record(record)
+                records += 1
+                changed += 1 if result.events else 0
+                echoes += 1 if result.echo else 0
+                stale += 1 if result.stale else 0
+                enqueued += result.enqueued
+            if page.cursor is not None:
+                self._store.set_cursor(source, stream, page.cursor)
+                cursor = page.cursor
+            elif page.done and cursor is not None:
+                self._store.set_cursor(source, stream, "")
+                cursor = None
+            if progress is not None:
+                progress(len(page.records))
+        return PullStats(
+            source=source,
+            stream=stream,
+            pages=pages,
+            records=records,
+            changed=changed,
+            echoes=echoes,
+            stale=stale,
+            enqueued=enqueued,
+            cursor=cursor,
+        )
+
+    # -- push ----------------------------------------------------------------------------------
+
+    def push(self, target: str, *, limit: int = 500) -> PushStats:
+        """Write the due outbox items of ``target`` (coalesced per record, batched); see :mod:`.push`."""
+        return push_target(
+            self._store,
+            self.connector(target),
+            target,
+            self.mappings().model,
+            config=self._config,
+            clock=self._clock,
+            limit=limit,
+        )

@@ -1,0 +1,151 @@
+"""Routing through the shipped routes.yaml: creates, advance-only, mirror, outcomes, idempotency."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sync_worker.canonical import (
+    StageKey,
+    WebhookEvent,
+)
+from sync_worker.store import SyncStore
+
+from .fakes import T0
+from .world import World, deal, reply
+
+# -- routing ----------------------------------------------------------------------------------
+
+
+def test_reply_creates_crm_deals_at_contacted_and_links_them(world: World) -> None:
+    # Given a lead that replied, with no deal anywhere
+    result = world.service.ingest_record(reply("L1", "ada@example.com", T0))
+    # Then a create is queued for each CRM route (HubSpot and Pipedrive in the shipped routes.yaml)
+    assert result.events >= {"reply", "created"}
+    assert result.enqueued == 2
+    # When the outbox is pushed
+    world.push_all()
+    # Then each CRM got one create at the canonical stage "contacted", titled after the lead
+    (created,) = world.hubspot.updates
+    assert created.external_id is None and created.stage is StageKey.CONTACTED
+    assert created.title == "Ada Lovelace" and created.origin == "lagrowthmachine"
+    assert world.pipedrive.updates[0].external_id is None
+    # And the new deals are stored and linked to the lead
+    lead = world.store.get_record("lagrowthmachine", "lead", "L1")
+    assert lead is not None
+    linked = {(r.source, r.external_id) for r in world.store.linked_records(lead.id)}
+    assert linked == {("hubspot", "901"), ("pipedrive", "901")}
+    hs = world.store.get_record("hubspot", "deal", "901")
+    assert hs is not None and hs.stage is StageKey.CONTACTED and hs.contact_email == "ada@example.com"
+
+
+def test_reply_advances_a_matching_deal_found_by_email(world: World) -> None:
+    # Given a Pipedrive deal of the same contact sitting in prospect
+    world.service.ingest_record(
+        deal("pipedrive", "7", StageKey.PROSPECT, T0 - timedelta(days=1), contact_email="Ada@Example.com")
+    )
+    world.service.ingest_record(
+        deal("hubspot", "15", StageKey.PROPOSAL, T0 - timedelta(days=1), contact_email="ada@example.com")
+    )
+    # When the lead replies
+    world.service.ingest_record(reply("L1", "ada@example.com", T0))
+    world.push_all()
+    # Then the Pipedrive deal moves forward to contacted (an update, no create)
+    (update,) = world.pipedrive.updates
+    assert update.external_id == "7" and update.stage is StageKey.CONTACTED
+    # And the HubSpot deal, already further along, is never moved backwards (no stage written)
+    assert all(u.stage is None for u in world.hubspot.updates)
+    assert all(u.external_id is not None for u in world.hubspot.updates)
+
+
+def test_pipedrive_stage_change_reaches_the_linked_hubspot_deal(world: World) -> None:
+    world.linked_pair()
+    # When the Pipedrive deal moves to proposal (a person did it in the app)
+    result = world.service.ingest_record(
+        deal("pipedrive", "7", StageKey.PROPOSAL, T0, change_source="app:9001")
+    )
+    assert "stage_change" in result.events and result.enqueued == 1
+    world.push_all()
+    # Then HubSpot gets exactly that stage, and Pipedrive gets nothing back
+    (update,) = world.hubspot.updates
+    assert update.external_id == "15" and update.stage is StageKey.PROPOSAL
+    assert world.pipedrive.updates == []
+
+
+def test_crm_win_sets_the_lead_status_with_its_email(world: World) -> None:
+    world.service.ingest_record(reply("L1", "ada@example.com", T0 - timedelta(days=2)))
+    world.push_all()
+    world.hubspot.applied.clear()
+    world.pipedrive.applied.clear()
+    # When the HubSpot deal created for the lead is won
+    world.service.ingest_record(deal("hubspot", "901", StageKey.WON, T0 + timedelta(hours=1)))
+    world.push_all()
+    # Then LaGrowthMachine gets the won stage for the lead, addressed by its e-mail
+    (update,) = world.lgm.updates
+    assert update.external_id == "L1" and update.stage is StageKey.WON
+    assert update.contact_email == "ada@example.com"
+    # And the Pipedrive copy (linked through the lead) mirrors the win
+    (mirrored,) = world.pipedrive.updates
+    assert mirrored.external_id == "901" and mirrored.stage is StageKey.WON
+
+
+def test_unlinked_record_without_match_routes_nowhere(world: World) -> None:
+    result = world.service.ingest_record(deal("pipedrive", "7", StageKey.MEETING, T0))
+    assert result.enqueued == 0
+    world.push_all()
+    assert world.hubspot.applied == []
+
+
+# -- idempotency ------------------------------------------------------------------------------
+
+
+def test_the_same_change_twice_is_queued_once(world: World) -> None:
+    world.linked_pair()
+    change = deal("pipedrive", "7", StageKey.MEETING, T0)
+    assert world.service.ingest_record(change).enqueued == 1
+    assert world.service.ingest_record(change).enqueued == 0
+    world.push_all()
+    assert len(world.hubspot.updates) == 1
+
+
+def test_a_replayed_reply_never_creates_a_second_deal(world: World) -> None:
+    world.service.ingest_record(reply("L1", "ada@example.com", T0))
+    world.push_all()
+    assert len(world.hubspot.updates) == 1
+    # A replay of the reply with a later timestamp but the link in place advances nothing
+    world.service.ingest_record(reply("L1", "ada@example.com", T0 + timedelta(minutes=1)))
+    world.push_all()
+    assert [u.external_id for u in world.hubspot.updates] == [None]
+
+
+def test_a_create_claimed_before_turns_into_an_update(world: World, store: SyncStore) -> None:
+    # Given a create that succeeded earlier (its key holds the new id) but whose link was lost
+    store.claim_key("create:hubspot:lagrowthmachine:lead:L1")
+    store.record_result("create:hubspot:lagrowthmachine:lead:L1", {"external_id": "555"})
+    # When the reply is routed again
+    world.service.ingest_record(reply("L1", "ada@example.com", T0))
+    world.push_all()
+    # Then HubSpot deal 555 is updated, not a new deal created
+    (update,) = world.hubspot.updates
+    assert update.external_id == "555"
+
+
+def test_inbox_event_handled_twice_writes_once(world: World, store: SyncStore) -> None:
+    world.linked_pair()
+    world.pipedrive.by_payload["7"] = deal("pipedrive", "7", StageKey.MEETING, T0, change_source="app:9001")
+    event = WebhookEvent(
+        source="pipedrive",
+        dedupe_key="v2:abc",
+        object_type="deal",
+        object_id="7",
+        action="change",
+        occurred_at=T0,
+        raw={"meta": {"id": "abc"}, "data": {"id": 7}, "previous": {"stage_id": 1}},
+        change_source="app:9001",
+    )
+    (inbox_id,) = store.accept_events("pipedrive", [event]).new_ids
+    world.service.handle_inbox_event(inbox_id)
+    world.service.handle_inbox_event(inbox_id)
+    world.push_all()
+    assert len(world.hubspot.updates) == 1
+    stored = store.get_inbox_event(inbox_id)
+    assert stored is not None and stored.processed_at is not None

@@ -35,6 +35,7 @@ class HubSpotSettings(BaseModel):
     token: SecretStr | None = None
     client_secret: SecretStr | None = None
     client_id: str | None = None
+    app_id: str | None = Field(default=None, description="our app's id: webhooks from it are our own writes")
     refresh_token: SecretStr | None = None
     base_url: AnyHttpUrl = AnyHttpUrl("https://api.hubapi.com")
     accept_signature_v1: bool = False
@@ -52,6 +53,7 @@ class PipedriveSettings(BaseModel):
     base_url: AnyHttpUrl = AnyHttpUrl("https://api.pipedrive.com")
     webhook_user: str | None = None
     webhook_password: SecretStr | None = None
+    user_id: str | None = Field(default=None, description="the API user we write as: its changes are ours")
     rate_limit_per_2s: int = Field(default=80, gt=0)
 
     @property

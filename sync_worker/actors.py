@@ -1,46 +1,163 @@
-"""Dramatiq actors: thin, module-level, taking JSON-serialisable ids only.
+"""Dramatiq actors: thin, module-level, taking JSON-serialisable ids and primitives only.
 
-Each actor calls one service function and returns. What a worker process needs (the store, the
-connectors' translations) is set once per process with :func:`configure_actors`, never read from the
-environment here. Actors are declared against :data:`sync_worker.broker.UNBOUND_BROKER` so importing
-this module has no side effect; :func:`sync_worker.broker.install_broker` binds them to the real one.
-https://dramatiq.io/guide.html#actors and https://dramatiq.io/best_practices.html
+Each actor calls one service function and returns (house style rule 6)::
+
+    process_inbox_event(inbox_id)          -> SyncService.handle_inbox_event, then schedule pushes
+    poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes
+    push_target(target)                    -> SyncService.push; dead items become dead letters
+    scan_leaks_job()                       -> the configured leak scan, then schedule pushes
+    sweep_inbox_job()                      -> intake.sweep_inbox (stored but never enqueued events)
+
+What a worker process needs (store, service, leak scan) is set once per process with
+:func:`configure_actors` (by :class:`sync_worker.runtime.RuntimeMiddleware` at process boot), never
+read from the environment here. Actors are declared against
+:data:`sync_worker.broker.UNBOUND_BROKER`, so importing this module has no side effect;
+:func:`sync_worker.broker.install_broker` binds them to the real one.
+
+Pushes coalesce: after a change, ``push_target(target)`` is sent with a delay of twice the
+engine's coalesce window, at most once per window per target (a :data:`PushGuard`; in production a
+Redis ``SET NX PX`` shared by every worker). Any outbox item enqueued at ``t`` is due at ``t + W``;
+either its own push runs at ``t + 2W`` or one sent within the last ``W`` runs after ``t + W``.
+
+:func:`replay_dead_letter` re-sends a dead letter's original message (or, for a push item that
+died, queues a fresh copy of the outbox item and a push) and marks it replayed.
+https://dramatiq.io/guide.html#actors, https://dramatiq.io/best_practices.html,
+https://dramatiq.io/reference.html#dramatiq.Actor.message_with_options
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import Any, Final, Protocol
 
 import dramatiq
-from dramatiq import Actor, Broker
+from dramatiq import Actor, Broker, Message
 
-from sync_worker.broker import UNBOUND_BROKER
-from sync_worker.errors import ConfigError
-from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event
+from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink
+from sync_worker.engine.model import DeadItem, PullStats, PushStats
+from sync_worker.errors import ConfigError, PermanentError
+from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
+from sync_worker.store.models import DeadLetter, OutboxItem
 
 __all__ = [
     "ALL_ACTORS",
     "INBOX_QUEUE",
+    "MAINTENANCE_QUEUE",
+    "POLL_QUEUE",
+    "PUSH_QUEUE",
     "ActorContext",
+    "ActorService",
+    "ActorStore",
+    "LocalPushGuard",
+    "PushGuard",
+    "ReplayStore",
+    "actor_named",
     "broker_enqueue",
     "clear_actors",
     "configure_actors",
+    "configured_store",
     "current_context",
+    "poll_source",
     "process_inbox_event",
+    "push_target",
+    "record_dead_items",
+    "replay_dead_letter",
+    "scan_leaks_job",
+    "schedule_pushes",
+    "sweep_inbox_job",
 ]
 
+_log = logging.getLogger(__name__)
+
 INBOX_QUEUE: Final = "inbox"
+POLL_QUEUE: Final = "poll"
+PUSH_QUEUE: Final = "push"
+MAINTENANCE_QUEUE: Final = "maintenance"
+
+PUSH_BATCH: Final = 500
+_POLL_TIME_LIMIT_MS: Final = 2 * 3600 * 1000  # a full poll of a large account streams many pages
+
+PushGuard = Callable[[str, int], bool]
+"""``guard(target, ttl_ms)``: True when the caller should send the push (nobody did in ``ttl_ms``)."""
+
+
+class ActorService(Protocol):
+    """The part of :class:`~sync_worker.engine.SyncService` the actors call."""
+
+    def handle_inbox_event(self, inbox_id: int) -> None: ...
+
+    def poll(
+        self, source: str, stream: str, *, full: bool = False, progress: Callable[[int], None] | None = None
+    ) -> PullStats: ...
+
+    def push(self, target: str, *, limit: int = 500) -> PushStats: ...
+
+
+class ActorStore(InboxStore, DeadLetterSink, Protocol):
+    """What the actors need of the store: the inbox and the dead letters."""
+
+
+class ReplayStore(DeadLetterSink, Protocol):
+    """What :func:`replay_dead_letter` needs of the store."""
+
+    def get_dead_letter(self, dead_letter_id: int) -> DeadLetter | None: ...
+
+    def mark_replayed(self, dead_letter_id: int) -> bool: ...
+
+    def get_outbox(self, outbox_id: int) -> OutboxItem | None: ...
+
+    def enqueue_outbox(
+        self,
+        target: str,
+        idempotency_key: str,
+        payload: Mapping[str, Any],
+        *,
+        not_before: datetime | None = None,
+    ) -> int | None: ...
+
+
+class LocalPushGuard:
+    """A :data:`PushGuard` for one process (tests, the one-shot ``sync`` command)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, target: str, ttl_ms: int) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._until.get(target, 0.0) > now:
+                return False
+            self._until[target] = now + ttl_ms / 1000
+            return True
 
 
 @dataclass(frozen=True)
 class ActorContext:
-    """What the actors of one worker process use, built once by the entry point."""
+    """What the actors of one worker process use, built once by the entry point.
 
-    store: InboxStore
+    ``service`` None keeps the receiver-only behaviour (inbox events are normalised and marked
+    processed, nothing is routed). ``push_targets`` are the systems a change may have to reach.
+    """
+
+    store: ActorStore
     normalisers: Mapping[str, Normaliser] = field(default_factory=dict)
+    service: ActorService | None = None
+    leak_scan: Callable[[], object] | None = None
+    push_targets: tuple[str, ...] = ()
+    push_window: timedelta = timedelta(seconds=2)
+    push_guard: PushGuard = field(default_factory=LocalPushGuard)
+
+    def require_service(self) -> ActorService:
+        if self.service is None:
+            raise ConfigError("actors have no sync service: the worker runtime was not built")
+        return self.service
 
 
 _context: ActorContext | None = None
@@ -48,11 +165,26 @@ _context_lock = threading.Lock()
 
 
 def configure_actors(
-    store: InboxStore, *, normalisers: Mapping[str, Normaliser] | None = None
+    store: ActorStore,
+    *,
+    normalisers: Mapping[str, Normaliser] | None = None,
+    service: ActorService | None = None,
+    leak_scan: Callable[[], object] | None = None,
+    push_targets: tuple[str, ...] = (),
+    push_window: timedelta = timedelta(seconds=2),
+    push_guard: PushGuard | None = None,
 ) -> ActorContext:
     """Set the worker process's context (call before the worker starts consuming)."""
     global _context
-    context = ActorContext(store=store, normalisers=dict(normalisers or {}))
+    context = ActorContext(
+        store=store,
+        normalisers=dict(normalisers or {}),
+        service=service,
+        leak_scan=leak_scan,
+        push_targets=tuple(push_targets),
+        push_window=push_window,
+        push_guard=push_guard if push_guard is not None else LocalPushGuard(),
+    )
     with _context_lock:
         _context = context
     return context
@@ -73,14 +205,109 @@ def current_context() -> ActorContext:
     return context
 
 
-@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=INBOX_QUEUE, max_retries=8)
+def configured_store() -> ActorStore | None:
+    """The configured store, or None (where :class:`~sync_worker.broker.DeadLetterMiddleware` writes)."""
+    context = _context
+    return None if context is None else context.store
+
+
+def schedule_pushes(context: ActorContext, targets: tuple[str, ...] | None = None) -> list[str]:
+    """Send a delayed ``push_target`` for each target nobody scheduled within the window; which were sent."""
+    window_ms = max(1, int(context.push_window.total_seconds() * 1000))
+    sent: list[str] = []
+    for target in context.push_targets if targets is None else targets:
+        if context.push_guard(target, window_ms):
+            push_target.send_with_options(args=(target,), delay=2 * window_ms)
+            sent.append(target)
+    return sent
+
+
+# -- actors ------------------------------------------------------------------------------------
+
+
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=INBOX_QUEUE, throws=NOT_RETRYABLE)
 def process_inbox_event(inbox_id: int) -> None:
     """Apply one accepted webhook event (idempotent: a redelivery is a no-op)."""
     context = current_context()
-    handle_inbox_event(context.store, inbox_id, normalisers=context.normalisers)
+    if context.service is None:
+        handle_inbox_event(context.store, inbox_id, normalisers=context.normalisers)
+        return
+    context.service.handle_inbox_event(inbox_id)
+    schedule_pushes(context)
 
 
-ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (process_inbox_event,)
+@dramatiq.actor(
+    broker=UNBOUND_BROKER, queue_name=POLL_QUEUE, throws=NOT_RETRYABLE, time_limit=_POLL_TIME_LIMIT_MS
+)
+def poll_source(source: str, stream: str, full: bool = False) -> None:
+    """Pull one stream of one source since its cursor (``full``: from the beginning)."""
+    context = current_context()
+    stats = context.require_service().poll(source, stream, full=full)
+    _log.info(
+        "poll done",
+        extra={"source": source, "stream": stream, "records": stats.records, "enqueued": stats.enqueued},
+    )
+    if stats.enqueued:
+        schedule_pushes(context)
+
+
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=PUSH_QUEUE, throws=NOT_RETRYABLE)
+def push_target(target: str) -> None:
+    """Write the due outbox items of one target; items that failed for good become dead letters."""
+    context = current_context()
+    stats = context.require_service().push(target, limit=PUSH_BATCH)
+    record_dead_items(context.store, stats.dead)
+    if stats.items >= PUSH_BATCH:
+        push_target.send(target)  # more are due: keep draining
+
+
+def record_dead_items(store: DeadLetterSink, dead: Sequence[DeadItem]) -> list[int]:
+    """One dead letter per outbox item that failed for good (message id ``outbox:<id>``); their ids."""
+    return [
+        store.add_dead_letter(
+            queue=PUSH_QUEUE,
+            actor="push_target",
+            message_id=f"outbox:{item.outbox_id}",
+            payload={"outbox_id": item.outbox_id, "idempotency_key": item.idempotency_key, **item.payload},
+            reason=item.reason,
+            error_class=PermanentError.__name__,
+        )
+        for item in dead
+    ]
+
+
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
+def scan_leaks_job() -> None:
+    """Run the leak scan; its write-backs and alerts wait in the outbox for the next pushes."""
+    context = current_context()
+    if context.leak_scan is None:
+        raise ConfigError("actors have no leak scan: the worker runtime was not built")
+    context.leak_scan()
+    schedule_pushes(context)
+
+
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
+def sweep_inbox_job() -> None:
+    """Enqueue inbox events that were stored but never enqueued (the broker was down)."""
+    context = current_context()
+    sweep_inbox(context.store, broker_enqueue(process_inbox_event.broker))
+
+
+ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (
+    process_inbox_event,
+    poll_source,
+    push_target,
+    scan_leaks_job,
+    sweep_inbox_job,
+)
+
+
+def actor_named(name: str) -> Actor[Any, Any]:
+    """The project actor called ``name``; :class:`PermanentError` when there is none."""
+    for actor in ALL_ACTORS:
+        if actor.actor_name == name:
+            return actor
+    raise PermanentError(f"unknown actor {name!r}; known: {', '.join(a.actor_name for a in ALL_ACTORS)}")
 
 
 def broker_enqueue(broker: Broker) -> Enqueue:
@@ -95,3 +322,37 @@ def broker_enqueue(broker: Broker) -> Enqueue:
         broker.enqueue(process_inbox_event.message(inbox_id))
 
     return enqueue
+
+
+def replay_dead_letter(store: ReplayStore, broker: Broker, dead_letter_id: int) -> Message[Any]:
+    """Re-send a dead letter's message on ``broker`` and mark it replayed; the message sent.
+
+    A dead push item (payload with ``outbox_id``) is queued again as a fresh outbox item (new
+    idempotency key derived from the old one) followed by a ``push_target`` message. Raises
+    :class:`PermanentError` for an unknown id, an already replayed one, or an unknown actor.
+    Enqueue first, mark second: a crash in between replays twice, which the handlers absorb.
+    """
+    dead = store.get_dead_letter(dead_letter_id)
+    if dead is None:
+        raise PermanentError(f"dead letter {dead_letter_id} does not exist")
+    if dead.replayed_at is not None:
+        raise PermanentError(f"dead letter {dead_letter_id} was already replayed at {dead.replayed_at}")
+    payload = dict(dead.payload)
+    if "outbox_id" in payload and "args" not in payload:
+        item = store.get_outbox(int(payload["outbox_id"]))
+        if item is None:
+            raise PermanentError(f"dead letter {dead_letter_id}: outbox item {payload['outbox_id']} is gone")
+        store.enqueue_outbox(item.target, f"{item.idempotency_key}:replay:{dead.id}", item.payload)
+        actor, args, kwargs = push_target, [item.target], {}
+    else:
+        actor = actor_named(dead.actor)
+        args = list(payload.get("args", []))
+        kwargs = dict(payload.get("kwargs", {}))
+    broker.declare_queue(actor.queue_name)
+    message = broker.enqueue(actor.message_with_options(args=tuple(args), kwargs=kwargs))
+    store.mark_replayed(dead_letter_id)
+    _log.info(
+        "dead letter replayed",
+        extra={"dead_letter_id": dead_letter_id, "actor": actor.actor_name, "message_id": message.message_id},
+    )
+    return message

@@ -9,8 +9,31 @@ Actors are declared at import time against :data:`UNBOUND_BROKER`, a stub that r
 so importing :mod:`sync_worker.actors` opens no connection and creates no default broker.
 :func:`install_broker` makes a broker the global one and binds every project actor to it.
 
+Retries (house style rule 5): :class:`TransientRetries` is Dramatiq's ``Retries`` with exponential
+back-off that also honours :attr:`~sync_worker.errors.TransientError.retry_after` (the wait the other
+side asked for, never shorter). Errors in :data:`NOT_RETRYABLE` (``PermanentError``, ``ConfigError``,
+``MappingError``) are the actors' ``throws``: not retried. A message that failed for good (not
+retryable, or out of retries) is written to the store's dead letters by
+:class:`DeadLetterMiddleware`; the store, not Dramatiq's own ``.XQ`` queue, is what ``sync-worker
+dlq`` lists and replays.
+
+Redelivery after a crash: a Redis-broker worker holds fetched messages in an ack set and refreshes a
+heartbeat on every broker command (each consumer polls at least once a second when idle). A worker
+whose heartbeat is older than ``heartbeat_timeout`` is dead; the next *maintenance* pass run by a
+live worker on that queue puts its unacknowledged messages back. Dramatiq's defaults (60 s timeout,
+maintenance on 1 in 1,000 commands) can take minutes; we use :data:`HEARTBEAT_TIMEOUT_MS` = 15 s
+and :data:`MAINTENANCE_CHANCE` = 200,000 per million (one command in five), so with one live
+worker polling a queue the messages of a killed worker come back in about 15-25 s (the chance of
+no maintenance in 30 polls is 0.8**30, about 0.1 %). The cost: a worker stalled for more than 15 s
+without touching Redis is taken for dead and its messages run twice, which the actors tolerate
+(every handler is idempotent). Maintenance is a few cheap commands; Dramatiq's dead-message queue
+keeps failed messages for :data:`DEAD_MESSAGE_TTL_MS` (3 days) since the store holds the real copy.
+
 Dramatiq references: brokers and middleware https://dramatiq.io/reference.html, the Redis broker
-https://dramatiq.io/reference.html#dramatiq.brokers.redis.RedisBroker, testing with the stub broker
+https://dramatiq.io/reference.html#dramatiq.brokers.redis.RedisBroker (``heartbeat_timeout``,
+``dead_message_ttl``, ``maintenance_chance``), retries and ``throws``
+https://dramatiq.io/guide.html#message-retries, middleware hooks
+https://dramatiq.io/reference.html#dramatiq.Middleware, testing with the stub broker
 https://dramatiq.io/cookbook.html#unit-testing. redis-py timeouts and retries:
 https://redis.readthedocs.io/en/stable/connections.html and
 https://redis.readthedocs.io/en/stable/retry.html
@@ -18,33 +41,58 @@ https://redis.readthedocs.io/en/stable/retry.html
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Final
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Protocol
 
 import dramatiq
 import redis
 from dramatiq import Actor, Broker, Message
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import compute_backoff
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from sync_worker.errors import ConfigError, TransientError
+from sync_worker.errors import (
+    ConfigError,
+    MappingError,
+    PermanentError,
+    StoreUnavailableError,
+    SyncWorkerError,
+    TransientError,
+)
 from sync_worker.settings import Settings
 
 __all__ = [
     "BROKER_NAMESPACE",
+    "DEAD_MESSAGE_TTL_MS",
+    "HEARTBEAT_TIMEOUT_MS",
+    "MAINTENANCE_CHANCE",
+    "NOT_RETRYABLE",
     "UNBOUND_BROKER",
+    "DeadLetterMiddleware",
+    "DeadLetterSink",
+    "TransientRetries",
     "broker_middleware",
     "build_broker",
     "build_stub_broker",
     "check_broker",
+    "describe_failure",
     "enqueue_errors",
     "install_broker",
 ]
 
+_log = logging.getLogger(__name__)
+
 BROKER_NAMESPACE: Final = "sync-worker"
+HEARTBEAT_TIMEOUT_MS: Final = 15_000
+MAINTENANCE_CHANCE: Final = 200_000
+DEAD_MESSAGE_TTL_MS: Final = 3 * 24 * 3600 * 1000
+
+NOT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (PermanentError, ConfigError, MappingError)
+"""Errors retrying cannot fix; the actors declare them as ``throws`` so they go straight to dead letters."""
 
 # Whole-message retries (Dramatiq's layer; short HTTP blips are retried inside the HTTP client).
 _MAX_RETRIES: Final = 8
@@ -52,17 +100,160 @@ _MIN_BACKOFF_MS: Final = 5_000
 _MAX_BACKOFF_MS: Final = 15 * 60 * 1000
 _TIME_LIMIT_MS: Final = 10 * 60 * 1000
 _MAX_AGE_MS: Final = 7 * 24 * 3600 * 1000
+_REASON_MAX: Final = 1000
 
 
-def broker_middleware() -> list[dramatiq.Middleware]:
-    """Dramatiq's defaults with the project's retry policy (exponential back-off, bounded)."""
+class DeadLetterSink(Protocol):
+    """The part of :class:`~sync_worker.store.SyncStore` that keeps dead letters."""
+
+    def add_dead_letter(
+        self,
+        *,
+        queue: str,
+        actor: str,
+        message_id: str,
+        payload: Mapping[str, Any],
+        reason: str,
+        error_class: str | None = None,
+    ) -> int: ...
+
+
+class TransientRetries(Retries):
+    """Dramatiq's retries, waiting at least the ``retry_after`` a :class:`TransientError` carries.
+
+    ``throws`` (the actors set :data:`NOT_RETRYABLE`) and ``max_retries`` behave as upstream.
+    """
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if isinstance(exception, TransientError) and exception.retry_after:
+            actor = broker.get_actor(message.actor_name)
+            retries = message.options.get("retries", 0)
+            min_backoff = message.options.get(
+                "min_backoff", actor.options.get("min_backoff", self.min_backoff)
+            )
+            max_backoff = message.options.get(
+                "max_backoff", actor.options.get("max_backoff", self.max_backoff)
+            )
+            _, backoff = compute_backoff(retries, factor=min_backoff, max_backoff=max_backoff)
+            delay = max(int(exception.retry_after * 1000), int(backoff))
+            wrapped: BaseException = dramatiq.Retry(str(exception), delay=delay)
+            exception = wrapped
+        # Retries.after_process_message is unannotated upstream.
+        super().after_process_message(  # type: ignore[no-untyped-call]
+            broker, message, result=result, exception=exception
+        )
+
+
+def describe_failure(exception: BaseException) -> str:
+    """A dead letter's reason: the error class and its message (the project's errors carry no secrets)."""
+    if isinstance(exception, SyncWorkerError):
+        text = f"{type(exception).__name__}: {exception}"
+    else:
+        # A foreign message may quote anything; keep it short.
+        detail = str(exception)[:200]
+        text = f"{type(exception).__name__}: {detail}" if detail else type(exception).__name__
+    return text[:_REASON_MAX]
+
+
+class DeadLetterMiddleware(dramatiq.Middleware):
+    """Writes each message that failed for good to the store's dead letters, with its arguments.
+
+    ``sink`` returns the store of this process (None before the runtime is built: then the message
+    stays only in Dramatiq's ``.XQ`` and an error is logged). Placed *before* the retries
+    middleware in the list, because Dramatiq runs ``after_*`` hooks in reverse order and the
+    retries middleware is the one that decides a message has failed.
+    """
+
+    def __init__(self, sink: Callable[[], DeadLetterSink | None]) -> None:
+        self._sink = sink
+
+    def after_process_message(
+        self,
+        broker: Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not getattr(message, "failed", False):
+            return
+        not_retryable = isinstance(exception, NOT_RETRYABLE)
+        retries = int(message.options.get("retries", 0))
+        prefix = "not retryable" if not_retryable else f"gave up after {retries} attempt(s)"
+        self._write(message, f"{prefix}: {describe_failure(exception)}", type(exception).__name__)
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        if getattr(message, "failed", False):
+            self._write(message, "skipped: message too old (age limit)", None)
+
+    def _write(self, message: Any, reason: str, error_class: str | None) -> None:
+        sink = self._sink()
+        if sink is None:
+            _log.error("dead letter not stored (no store configured): message %s", message.message_id)
+            return
+        payload = {
+            "args": list(message.args),
+            "kwargs": dict(message.kwargs),
+            "retries": int(message.options.get("retries", 0)),
+        }
+        try:
+            dead_id = sink.add_dead_letter(
+                queue=_canonical_queue(message.queue_name),
+                actor=message.actor_name,
+                message_id=message.message_id,
+                payload=payload,
+                reason=reason,
+                error_class=error_class,
+            )
+        except StoreUnavailableError as exc:
+            _log.error("dead letter not stored (%s): message %s", exc, message.message_id)
+            return
+        _log.warning(
+            "message dead-lettered",
+            extra={"dead_letter_id": dead_id, "actor": message.actor_name, "message_id": message.message_id},
+        )
+
+
+def _canonical_queue(name: str) -> str:
+    return name[:-3] if name.endswith(".DQ") else name
+
+
+def _configured_sink() -> DeadLetterSink | None:
+    from sync_worker.actors import configured_store
+
+    return configured_store()
+
+
+def broker_middleware(
+    *,
+    max_retries: int = _MAX_RETRIES,
+    min_backoff_ms: int = _MIN_BACKOFF_MS,
+    max_backoff_ms: int = _MAX_BACKOFF_MS,
+    dead_letters: Callable[[], DeadLetterSink | None] | None = None,
+    extra: Iterable[dramatiq.Middleware] = (),
+) -> list[dramatiq.Middleware]:
+    """Dramatiq's defaults with the project's retry policy (exponential back-off, bounded) and dead letters.
+
+    ``dead_letters`` returns the store to write dead letters to; by default the store the actors
+    were configured with (:func:`sync_worker.actors.configure_actors`). ``extra`` middleware goes
+    first in the list (so its ``after_*`` hooks run last).
+    """
     return [
+        *extra,
         AgeLimit(max_age=_MAX_AGE_MS),
         TimeLimit(time_limit=_TIME_LIMIT_MS),
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
-        Retries(max_retries=_MAX_RETRIES, min_backoff=_MIN_BACKOFF_MS, max_backoff=_MAX_BACKOFF_MS),
+        DeadLetterMiddleware(dead_letters if dead_letters is not None else _configured_sink),
+        TransientRetries(max_retries=max_retries, min_backoff=min_backoff_ms, max_backoff=max_backoff_ms),
     ]
 
 
@@ -72,8 +263,14 @@ def build_broker(
     middleware: Iterable[dramatiq.Middleware] | None = None,
     connect_timeout: float = 1.0,
     socket_timeout: float = 5.0,
+    heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
+    maintenance_chance: int = MAINTENANCE_CHANCE,
 ) -> RedisBroker:
-    """A Redis broker for ``settings.redis_url``; connects lazily (no I/O here)."""
+    """A Redis broker for ``settings.redis_url``; connects lazily (no I/O here).
+
+    ``heartbeat_timeout_ms`` and ``maintenance_chance`` set how fast a killed worker's messages
+    are redelivered (see the module docstring).
+    """
     try:
         pool = redis.ConnectionPool.from_url(
             settings.redis_url,
@@ -87,7 +284,12 @@ def build_broker(
     chosen = list(middleware) if middleware is not None else broker_middleware()
     # RedisBroker's __init__ is unannotated upstream.
     return RedisBroker(  # type: ignore[no-untyped-call]
-        connection_pool=pool, middleware=chosen, namespace=BROKER_NAMESPACE
+        connection_pool=pool,
+        middleware=chosen,
+        namespace=BROKER_NAMESPACE,
+        heartbeat_timeout=heartbeat_timeout_ms,
+        maintenance_chance=maintenance_chance,
+        dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
 
 

@@ -225,9 +225,11 @@ def leaks_command(ctx: click.Context, output_format: str, output: Path | None) -
 
 def _register_commands() -> None:
     """Commands that live next to what they drive; registered here so there is one entry point."""
+    from sync_worker.commands import COMMANDS
     from sync_worker.sandbox.cli import sandbox_command
 
-    main.add_command(sandbox_command)
+    for command in (*COMMANDS, sandbox_command):
+        main.add_command(command)
 
 
 _register_commands()

@@ -1,0 +1,73 @@
+"""``sync-worker run``: receiver, workers and scheduler together on one machine.
+
+Three child processes (``python -m sync_worker.commands serve|scheduler`` and the Dramatiq
+supervisor) so a crash in one is seen, not hidden in a thread. SIGINT/SIGTERM stop all three
+with SIGTERM (then SIGKILL after a grace period); if one child exits on its own, the others are
+stopped and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+
+import click
+
+from sync_worker.commands._common import errors_to_exit_codes, install_stop_handlers, settings_from
+from sync_worker.commands.worker import worker_argv
+
+__all__ = ["child_commands", "run_command", "supervise"]
+
+_log = logging.getLogger(__name__)
+
+
+def child_commands(host: str, port: int, processes: int, threads: int) -> dict[str, list[str]]:
+    """The command line of each child, by name."""
+    module = [sys.executable, "-m", "sync_worker.commands"]
+    return {
+        "receiver": [*module, "serve", "--host", host, "--port", str(port)],
+        "worker": worker_argv(processes, threads),
+        "scheduler": [*module, "scheduler"],
+    }
+
+
+def supervise(commands: dict[str, list[str]], stop: threading.Event, *, grace: float = 30.0) -> int:
+    """Start the children, wait for ``stop`` or a child's exit, stop the rest; 0 when stopped on request."""
+    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}  # noqa: S603
+    failed: str | None = None
+    try:
+        while failed is None and not stop.wait(0.2):
+            for name, child in children.items():
+                if child.poll() is not None:
+                    _log.error("%s exited with code %s: stopping the others", name, child.returncode)
+                    failed = name
+                    break
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(grace)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    return 1 if failed is not None else 0
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True, help="receiver address")
+@click.option("--port", default=8000, show_default=True, help="receiver port")
+@click.option("--processes", "-p", default=1, show_default=True, help="worker processes")
+@click.option("--threads", "-t", default=4, show_default=True, help="threads per worker process")
+@click.pass_context
+@errors_to_exit_codes
+def run_command(ctx: click.Context, host: str, port: int, processes: int, threads: int) -> None:
+    """Run the receiver, the workers and the scheduler together (a single machine)."""
+    settings_from(ctx)  # exit 2 on bad configuration before starting anything
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    if supervise(child_commands(host, port, processes, threads), stop):
+        raise click.exceptions.Exit(1)

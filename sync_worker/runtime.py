@@ -1,0 +1,254 @@
+"""Process wiring: settings -> store -> mappings holder -> connectors with shared limiters -> service.
+
+Built once per process: a Dramatiq worker process builds it in :class:`RuntimeMiddleware`'s
+``after_process_boot`` hook (https://dramatiq.io/reference.html#dramatiq.Middleware), so HTTP
+clients, the database pool and the Redis connections are made once and shared by the worker's
+threads. ``dramatiq sync_worker.runtime:boot_worker`` is the worker entry point: each worker
+process reads its settings from the environment (it is its own entry point, like uvicorn's worker
+processes), configures logging with secret redaction and installs the Redis broker.
+
+Every connector gets the rate limiter of its account shared through Redis
+(:func:`sync_worker.ratelimit.limiter_for`), so N workers on M machines stay under a provider's
+limit together. A connector whose credentials are unset is disabled and logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import dramatiq
+import redis
+from dramatiq import Broker
+
+from sync_worker.actors import configure_actors
+from sync_worker.connector import Connector
+from sync_worker.engine import SyncService
+from sync_worker.errors import ConfigError
+from sync_worker.mappings import Mappings, MappingsHolder
+from sync_worker.ratelimit import RedisRateLimiter, limiter_for
+from sync_worker.settings import Settings
+from sync_worker.store import SyncStore
+
+__all__ = [
+    "PUSH_GUARD_PREFIX",
+    "SYSTEMS",
+    "Runtime",
+    "RuntimeMiddleware",
+    "boot_worker",
+    "build_connectors",
+    "build_runtime",
+    "enabled_streams",
+    "redis_client",
+    "redis_push_guard",
+    "worker_broker",
+]
+
+_log = logging.getLogger(__name__)
+
+SYSTEMS: Final = ("hubspot", "pipedrive", "lagrowthmachine")
+PUSH_GUARD_PREFIX: Final = "sync-worker:push-scheduled"
+
+# Streams the scheduler polls incrementally, per system (the connectors' documented stream names).
+_POLLED_STREAMS: Final[Mapping[str, tuple[str, ...]]] = {
+    "hubspot": ("deals", "deals_archived"),
+    "pipedrive": ("deals", "deals_deleted"),
+    "lagrowthmachine": ("lead_statuses", "replies"),
+}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _enabled(settings: Settings) -> dict[str, bool]:
+    return {
+        "hubspot": settings.hubspot.enabled,
+        "pipedrive": settings.pipedrive.enabled,
+        "lagrowthmachine": settings.lagrowthmachine.enabled,
+    }
+
+
+def enabled_streams(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """The streams polled incrementally for each system whose credentials are set."""
+    return {name: _POLLED_STREAMS[name] for name, on in _enabled(settings).items() if on}
+
+
+def redis_client(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
+    """A Redis client for ``settings.redis_url`` (rate limits, locks, push guards); connects lazily."""
+    try:
+        return redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1.0, socket_timeout=socket_timeout
+        )
+    except ValueError as exc:
+        raise ConfigError(f"SYNC_REDIS_URL: not a usable Redis URL ({type(exc).__name__})") from exc
+
+
+def build_connectors(
+    settings: Settings,
+    mappings: Mappings,
+    *,
+    limiter: Callable[[str], RedisRateLimiter | None],
+    clock: Callable[[], datetime] = _utc_now,
+) -> dict[str, Connector]:
+    """The enabled connectors by system name, each with ``limiter(system)``; disabled ones logged once."""
+    from connectors import hubspot, lagrowthmachine, pipedrive
+
+    builders: dict[str, Callable[[], Connector]] = {
+        "hubspot": lambda: hubspot.from_settings(settings, mappings, limiter=limiter("hubspot"), clock=clock),
+        "pipedrive": lambda: pipedrive.from_settings(settings, mappings, limiter=limiter("pipedrive")),
+        "lagrowthmachine": lambda: lagrowthmachine.from_settings(
+            settings, mappings, limiter=limiter("lagrowthmachine")
+        ),
+    }
+    built: dict[str, Connector] = {}
+    for name, on in _enabled(settings).items():
+        if not on:
+            _log.warning("%s disabled: no credentials set", name)
+            continue
+        built[name] = builders[name]()
+    return built
+
+
+def redis_push_guard(client: redis.Redis) -> Callable[[str, int], bool]:
+    """A push guard shared by every worker: ``SET sync-worker:push-scheduled:<target> NX PX ttl``."""
+
+    def guard(target: str, ttl_ms: int) -> bool:
+        try:
+            return bool(client.set(f"{PUSH_GUARD_PREFIX}:{target}", b"1", nx=True, px=max(1, ttl_ms)))
+        except redis.RedisError:
+            return True  # better a redundant push than a missed one
+
+    return guard
+
+
+@dataclass
+class Runtime:
+    """Everything one process needs, built once; :meth:`close` releases it."""
+
+    settings: Settings
+    store: SyncStore
+    mappings: MappingsHolder
+    connectors: Mapping[str, Connector]
+    service: SyncService
+    redis: redis.Redis
+    clock: Callable[[], datetime] = _utc_now
+    _closed: bool = field(default=False, repr=False)
+
+    def scan_leaks(self) -> object:
+        """One leak scan at the current time (write-backs and alerts go through the outbox)."""
+        from sync_worker.leaks import scan_leaks
+
+        return scan_leaks(
+            self.store,
+            self.mappings.current.model,
+            now=self.clock(),
+            alerts=self.settings.alerts.webhook_url is not None,
+        )
+
+    def configure_actors(self) -> None:
+        """Give this process's actors the store, service, leak scan and push scheduling."""
+        configure_actors(
+            self.store,
+            service=self.service,
+            leak_scan=self.scan_leaks,
+            push_targets=tuple(self.connectors),
+            push_window=self.service.config.coalesce_window,
+            push_guard=redis_push_guard(self.redis),
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.mappings.stop()
+        for connector in self.connectors.values():
+            connector.close()
+        self.store.close()
+        self.redis.close()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    watch_mappings: bool = True,
+    shared_limits: bool = True,
+    coalesce_window: timedelta | None = None,
+) -> Runtime:
+    """Build the process runtime from ``settings``.
+
+    ``shared_limits`` False leaves each connector its in-process default limiter (the one-shot
+    ``sync`` command when Redis is not reachable). Raises :class:`ConfigError` or
+    :class:`~sync_worker.errors.MappingError` on bad configuration.
+    """
+    from sync_worker.engine import EngineConfig, own_change_sources
+
+    client = redis_client(settings)
+    holder = MappingsHolder(settings.resolved_mappings_dir(), interval=settings.mappings_reload_seconds)
+    store = SyncStore(settings.database_url)
+
+    def limiter(system: str) -> RedisRateLimiter | None:
+        return limiter_for(system, settings, client) if shared_limits else None
+
+    connectors = build_connectors(settings, holder.current, limiter=limiter, clock=clock)
+    own = own_change_sources(
+        hubspot_app_id=settings.hubspot.app_id, pipedrive_user_id=settings.pipedrive.user_id
+    )
+    config = EngineConfig(own_change_sources=own)
+    if coalesce_window is not None:
+        config = replace(config, coalesce_window=coalesce_window)
+    service = SyncService(store, holder, connectors, clock=clock, config=config)
+    if watch_mappings:
+        holder.start()
+    return Runtime(
+        settings=settings,
+        store=store,
+        mappings=holder,
+        connectors=connectors,
+        service=service,
+        redis=client,
+        clock=clock,
+    )
+
+
+class RuntimeMiddleware(dramatiq.Middleware):
+    """Builds the :class:`Runtime` once per worker process at boot and closes it at shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.runtime: Runtime | None = None
+
+    def after_process_boot(self, broker: Broker) -> None:
+        self.runtime = build_runtime(self._settings)
+        self.runtime.configure_actors()
+        _log.info("worker runtime ready: %s", ", ".join(sorted(self.runtime.connectors)) or "no connectors")
+
+    def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+
+
+def worker_broker(settings: Settings, **options: Any) -> Broker:
+    """The Redis broker of a worker process, with the runtime middleware, installed globally."""
+    from sync_worker.broker import broker_middleware, build_broker, install_broker
+
+    middleware = broker_middleware(extra=[RuntimeMiddleware(settings)])
+    return install_broker(build_broker(settings, middleware=middleware, **options))
+
+
+def boot_worker() -> None:
+    """Dramatiq entry point (``dramatiq sync_worker.runtime:boot_worker``): settings, logging, broker.
+
+    Dramatiq then emits ``process_boot``, which builds the runtime (:class:`RuntimeMiddleware`).
+    """
+    from sync_worker.logs import configure_logging
+    from sync_worker.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings)
+    worker_broker(settings)

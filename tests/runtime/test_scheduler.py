@@ -1,0 +1,159 @@
+"""The scheduler: intervals on an injected clock, and the Redis lease lock (two schedulers, one leads)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from dramatiq.brokers.stub import StubBroker
+
+from sync_worker.errors import TransientError
+from sync_worker.locks import RedisLock
+from sync_worker.scheduler import Job, Scheduler, scheduled_jobs
+from sync_worker.settings import Settings
+from tests.runtime.conftest import EnqueueLog
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def job(self, who: str, name: str, interval: float) -> Job:
+        def send() -> None:
+            with self._lock:
+                self.sent.append((who, name))
+
+        return Job(name, interval, send)
+
+    def by(self, who: str) -> list[str]:
+        with self._lock:
+            return [name for sender, name in self.sent if sender == who]
+
+
+def test_run_once_sends_each_job_on_its_interval() -> None:
+    rec = Recorder()
+    scheduler = Scheduler([rec.job("s", "poll", 10.0), rec.job("scan", "scan", 60.0)])
+    assert scheduler.run_once(100.0) == ["poll", "scan"]  # everything is due at the start
+    assert scheduler.run_once(105.0) == []
+    assert scheduler.run_once(110.0) == ["poll"]
+    assert scheduler.run_once(115.0) == []
+    assert scheduler.run_once(159.9) == ["poll"]  # late tick: sent once, not once per missed interval
+    assert scheduler.run_once(165.0) == ["scan"]
+
+
+def test_a_refused_send_is_retried_soon_not_after_a_whole_interval() -> None:
+    calls: list[float] = []
+    down = [True]
+
+    def send() -> None:
+        calls.append(1)
+        if down[0]:
+            raise redis.ConnectionError("Connection refused")
+
+    scheduler = Scheduler([Job("scan", 3600.0, send)])
+    assert scheduler.run_once(0.0) == []
+    down[0] = False
+    assert scheduler.run_once(4.0) == []
+    assert scheduler.run_once(5.0) == ["scan"]
+    assert scheduler.run_once(600.0) == []
+
+
+def test_scheduled_jobs_cover_streams_pushes_sweep_and_scan(
+    stub_broker: StubBroker, enqueue_log: EnqueueLog
+) -> None:
+    settings = Settings(poll_interval_seconds=30, leak_scan_interval_seconds=900)
+    jobs = scheduled_jobs(settings, {"hubspot": ("deals", "deals_archived"), "pipedrive": ("deals",)})
+    assert {job.name: job.interval for job in jobs} == {
+        "poll:hubspot:deals": 30,
+        "poll:hubspot:deals_archived": 30,
+        "poll:pipedrive:deals": 30,
+        "push:hubspot": 30,
+        "push:pipedrive": 30,
+        "sweep_inbox": 30,
+        "scan_leaks": 900,
+    }
+    Scheduler(jobs).run_once(0.0)
+    sent = sorted((name, args) for name, args, _ in enqueue_log.sent)
+    assert sent == [
+        ("poll_source", ("hubspot", "deals")),
+        ("poll_source", ("hubspot", "deals_archived")),
+        ("poll_source", ("pipedrive", "deals")),
+        ("push_target", ("hubspot",)),
+        ("push_target", ("pipedrive",)),
+        ("scan_leaks_job", ()),
+        ("sweep_inbox_job", ()),
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+class CrashableLock(RedisLock):
+    """A RedisLock whose owner can 'die': it stops renewing and never releases."""
+
+    dead = False
+
+    def renew(self) -> None:
+        if self.dead:
+            raise TransientError("process died")
+        super().renew()
+
+    def release(self) -> bool:
+        return False if self.dead else super().release()
+
+
+@pytest.mark.redis
+def test_two_schedulers_one_enqueues_and_the_standby_takes_over(redis_client: redis.Redis) -> None:
+    rec = Recorder()
+    locks = {who: CrashableLock(redis_client, "scheduler", ttl=0.6) for who in ("a", "b")}
+    schedulers = {
+        who: Scheduler(
+            [rec.job(who, "poll", 0.1)],
+            lock=locks[who],
+            tick=0.02,
+            standby_poll=0.05,
+            renew_every=0.2,
+            name=who,
+        )
+        for who in ("a", "b")
+    }
+    stops = {who: threading.Event() for who in schedulers}
+    threads = {
+        who: threading.Thread(target=scheduler.run, args=(stops[who],), daemon=True)
+        for who, scheduler in schedulers.items()
+    }
+    # Given two schedulers started at the same time
+    for thread in threads.values():
+        thread.start()
+    try:
+        wait_for(lambda: len(rec.sent) >= 8)
+        # Then only one of them enqueues
+        leader = "a" if rec.by("a") else "b"
+        standby = "b" if leader == "a" else "a"
+        assert rec.by(standby) == []
+        assert schedulers[leader].leading and not schedulers[standby].leading
+        # When the leader dies without releasing the lock
+        locks[leader].dead = True
+        stops[leader].set()
+        threads[leader].join(5)
+        died_at = time.monotonic()
+        # Then the standby takes over once the lease expires, and enqueues from then on
+        wait_for(lambda: len(rec.by(standby)) >= 3)
+        assert time.monotonic() - died_at < 3.0
+        assert schedulers[standby].leading
+    finally:
+        for stop in stops.values():
+            stop.set()
+        for thread in threads.values():
+            thread.join(5)
+    # And a clean stop releases the lock
+    assert redis_client.get(locks["a"].key) is None

@@ -265,11 +265,13 @@ def build_broker(
     socket_timeout: float = 5.0,
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
     maintenance_chance: int = MAINTENANCE_CHANCE,
+    namespace: str = BROKER_NAMESPACE,
 ) -> RedisBroker:
     """A Redis broker for ``settings.redis_url``; connects lazily (no I/O here).
 
     ``heartbeat_timeout_ms`` and ``maintenance_chance`` set how fast a killed worker's messages
-    are redelivered (see the module docstring).
+    are redelivered (see the module docstring). ``namespace`` prefixes every Redis key, so a demo
+    or a test never shares queues with a running service.
     """
     try:
         pool = redis.ConnectionPool.from_url(
@@ -286,7 +288,7 @@ def build_broker(
     return RedisBroker(  # type: ignore[no-untyped-call]
         connection_pool=pool,
         middleware=chosen,
-        namespace=BROKER_NAMESPACE,
+        namespace=namespace,
         heartbeat_timeout=heartbeat_timeout_ms,
         maintenance_chance=maintenance_chance,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,

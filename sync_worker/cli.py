@@ -233,3 +233,53 @@ def _register_commands() -> None:
 
 
 _register_commands()
+
+
+@main.command("demo")
+@click.option("--seed", default=7, show_default=True, help="seed of the sandbox data")
+@click.option("--deals", default=150, show_default=True, type=click.IntRange(10, 5000))
+@click.option(
+    "--output",
+    default="sync-worker-demo",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="folder for the demo database and the HTML report",
+)
+@click.pass_context
+@_errors_to_exit_codes
+def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> None:
+    """Run the whole service against the local sandbox and show what it did (about a minute)."""
+    import logging
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from sync_worker.demo import run_demo
+    from sync_worker.logs import configure_logging
+
+    settings = _settings(ctx)
+    configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
+    logging.getLogger("sync_worker.access").setLevel(logging.WARNING)
+    console = Console(width=100)
+    summary = run_demo(settings, output=output, seed=seed, deals=deals, say=console.print)
+    systems = ("hubspot", "pipedrive", "lagrowthmachine")
+    table = Table("", *systems, title="What happened")
+    table.add_row(
+        "records synced",
+        *(
+            ", ".join(f"{n} {kind}s" for kind, n in sorted(summary.records.get(s, {}).items())) or "0"
+            for s in systems
+        ),
+    )
+    table.add_row("webhooks accepted", *(str(summary.webhooks[s]) for s in systems))
+    table.add_row("writes pushed", *(str(summary.writes[s]) for s in systems))
+    table.add_row("writes failed", *(str(summary.failed_writes[s]) for s in systems))
+    table.add_row("API calls used", *(str(summary.api_calls[s]) for s in systems))
+    table.add_row("429s from the API", *(str(summary.rate_limited[s]) for s in systems))
+    console.print(table)
+    flags = ", ".join(f"{rule} {n}" for rule, n in sorted(summary.flags.items())) or "none"
+    console.print(f"leak flags open: {flags}")
+    hint = "  (see: sync-worker dlq list)" if summary.dead_letters else ""
+    console.print(f"dead letters: {summary.dead_letters}{hint}")
+    console.print(f"report: {summary.report}  (open it in a browser)")
+    console.print(f"done in {summary.seconds:.0f} s")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import random
 import socket
 import threading
@@ -24,12 +25,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import httpx
 import uvicorn
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 __all__ = [
@@ -39,9 +42,11 @@ __all__ = [
     "FaultOutcome",
     "Faults",
     "RateDecision",
+    "SandboxApiError",
     "ServerHandle",
     "WebhookDeliverer",
     "WindowRateLimiter",
+    "admin_routes",
     "serve_in_thread",
 ]
 
@@ -467,3 +472,46 @@ def serve_in_thread(
             raise RuntimeError(f"sandbox server on {bound_host}:{bound_port} did not start")
         time.sleep(0.01)
     return ServerHandle(server, thread, sock, f"http://{bound_host}:{bound_port}")
+
+
+class SandboxApiError(Exception):
+    """An API request a sandbox refuses with ``status`` and a provider-style message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def admin_routes(calls: CallCounter, faults: Faults) -> list[Route]:
+    """The admin routes every sandbox has: ``GET /_sandbox/calls`` and ``POST /_sandbox/faults``."""
+
+    async def show_calls(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "total": calls.total,
+                "by_path": dict(calls.by_path),
+                "by_status": {str(status): n for status, n in calls.by_status.items()},
+            }
+        )
+
+    async def set_faults(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except json.JSONDecodeError:
+            return JSONResponse({"error": "body is not valid JSON"}, status_code=400)
+        if not isinstance(body, dict):
+            return JSONResponse({"error": "body must be a JSON object"}, status_code=400)
+        unknown = sorted(set(body) - {f.name for f in fields(FaultConfig)})
+        if unknown:
+            return JSONResponse({"error": f"unknown fault knobs: {unknown}"}, status_code=400)
+        try:
+            faults.config = FaultConfig(**body)
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"ok": True})
+
+    return [
+        Route("/_sandbox/calls", show_calls, methods=["GET"]),
+        Route("/_sandbox/faults", set_faults, methods=["POST"]),
+    ]

@@ -61,7 +61,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync_worker.sandbox.common import CallCounter, FaultConfig, Faults, WebhookDeliverer, WindowRateLimiter
+from sync_worker.sandbox.common import (
+    CallCounter,
+    FaultConfig,
+    Faults,
+    SandboxApiError,
+    WebhookDeliverer,
+    WindowRateLimiter,
+    admin_routes,
+)
 
 __all__ = ["LEAD_STATUSES", "LaGrowthMachineSandbox", "LgmApiError", "create_app"]
 
@@ -89,13 +97,8 @@ it is automatically assigned the To qualify tag")."""
 _PAGE = 25
 
 
-class LgmApiError(Exception):
+class LgmApiError(SandboxApiError):
     """An API request refused with ``status`` and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _utcnow() -> datetime:
@@ -621,16 +624,6 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
         )
         return JSONResponse(message)
 
-    async def admin_calls(request: Request) -> Response:
-        return JSONResponse({"total": sandbox.calls.total, "by_path": dict(sandbox.calls.by_path)})
-
-    async def admin_faults(request: Request) -> Response:
-        try:
-            sandbox.faults.config = FaultConfig(**json.loads(await request.body() or b"{}"))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"ok": True})
-
     routes = [
         api("/flow/members", members),
         api("/flow/identities", identities),
@@ -645,7 +638,6 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
         api("/flow/inboxWebhooks", webhooks, ["GET", "POST"]),
         api("/flow/inboxWebhooks/{id}", webhooks, ["DELETE"]),
         Route("/_sandbox/leads/{id}/reply", admin_reply, methods=["POST"]),
-        Route("/_sandbox/calls", admin_calls),
-        Route("/_sandbox/faults", admin_faults, methods=["POST"]),
+        *admin_routes(sandbox.calls, sandbox.faults),
     ]
     return Starlette(routes=routes)

@@ -53,7 +53,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync_worker.sandbox.common import CallCounter, FaultConfig, Faults, WebhookDeliverer, WindowRateLimiter
+from sync_worker.sandbox.common import (
+    CallCounter,
+    FaultConfig,
+    Faults,
+    SandboxApiError,
+    WebhookDeliverer,
+    WindowRateLimiter,
+    admin_routes,
+)
 
 __all__ = ["DEFAULT_STAGES", "RETRY_DELAYS", "PipedriveApiError", "PipedriveSandbox", "create_app"]
 
@@ -101,13 +109,8 @@ _DEAL_FIELDS: dict[str, str] = {
 }
 
 
-class PipedriveApiError(Exception):
+class PipedriveApiError(SandboxApiError):
     """An API request refused with ``status`` and a Pipedrive error message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _utcnow() -> datetime:
@@ -971,22 +974,6 @@ def create_app(sandbox: PipedriveSandbox) -> Starlette:
         except PipedriveApiError as exc:
             return _error(exc.status, exc.message)
 
-    async def admin_calls(request: Request) -> Response:
-        return JSONResponse(
-            {
-                "total": sandbox.calls.total,
-                "by_path": dict(sandbox.calls.by_path),
-                "by_status": {str(k): v for k, v in sandbox.calls.by_status.items()},
-            }
-        )
-
-    async def admin_faults(request: Request) -> Response:
-        try:
-            sandbox.faults.config = FaultConfig(**json.loads(await request.body() or b"{}"))
-        except (TypeError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"ok": True})
-
     routes = [
         api("/api/v2/pipelines", list_pipelines),
         api("/api/v2/pipelines/{id:int}", get_pipeline),
@@ -1005,7 +992,6 @@ def create_app(sandbox: PipedriveSandbox) -> Starlette:
         api("/api/v1/webhooks/{id:int}", webhooks, ["DELETE"]),
         api("/api/v1/users/me", me),
         Route("/_sandbox/deals/{id:int}/user-change", admin_user_change, methods=["POST"]),
-        Route("/_sandbox/calls", admin_calls),
-        Route("/_sandbox/faults", admin_faults, methods=["POST"]),
+        *admin_routes(sandbox.calls, sandbox.faults),
     ]
     return Starlette(routes=routes)

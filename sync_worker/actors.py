@@ -5,7 +5,9 @@ Each actor calls one service function and returns (house style rule 6)::
     process_inbox_event(inbox_id)          -> SyncService.handle_inbox_event, then schedule pushes
     poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes
     push_target(target)                    -> SyncService.push; dead items become dead letters
+    push_target("alert")                   -> the configured alert push (leaks.push_alerts), likewise
     scan_leaks_job()                       -> the configured leak scan, then schedule pushes
+                                              (and the alert push when the scan queued alerts)
     sweep_inbox_job()                      -> intake.sweep_inbox (stored but never enqueued events)
 
 What a worker process needs (store, service, leak scan) is set once per process with
@@ -42,9 +44,11 @@ from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import ConfigError, PermanentError
 from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
+from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.store.models import DeadLetter, OutboxItem
 
 __all__ = [
+    "ALERT_TARGET",
     "ALL_ACTORS",
     "INBOX_QUEUE",
     "MAINTENANCE_QUEUE",
@@ -144,6 +148,7 @@ class ActorContext:
 
     ``service`` None keeps the receiver-only behaviour (inbox events are normalised and marked
     processed, nothing is routed). ``push_targets`` are the systems a change may have to reach.
+    ``alert_push(limit)`` drains the ``"alert"`` outbox (None: no alert webhook configured).
     """
 
     store: ActorStore
@@ -153,6 +158,7 @@ class ActorContext:
     push_targets: tuple[str, ...] = ()
     push_window: timedelta = timedelta(seconds=2)
     push_guard: PushGuard = field(default_factory=LocalPushGuard)
+    alert_push: Callable[[int], PushStats] | None = None
 
     def require_service(self) -> ActorService:
         if self.service is None:
@@ -173,6 +179,7 @@ def configure_actors(
     push_targets: tuple[str, ...] = (),
     push_window: timedelta = timedelta(seconds=2),
     push_guard: PushGuard | None = None,
+    alert_push: Callable[[int], PushStats] | None = None,
 ) -> ActorContext:
     """Set the worker process's context (call before the worker starts consuming)."""
     global _context
@@ -184,6 +191,7 @@ def configure_actors(
         push_targets=tuple(push_targets),
         push_window=push_window,
         push_guard=push_guard if push_guard is not None else LocalPushGuard(),
+        alert_push=alert_push,
     )
     with _context_lock:
         _context = context
@@ -253,9 +261,18 @@ def poll_source(source: str, stream: str, full: bool = False) -> None:
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=PUSH_QUEUE, throws=NOT_RETRYABLE)
 def push_target(target: str) -> None:
-    """Write the due outbox items of one target; items that failed for good become dead letters."""
+    """Write the due outbox items of one target; items that failed for good become dead letters.
+
+    Target ``"alert"`` runs the configured alert push (:func:`sync_worker.leaks.push_alerts`);
+    without an alert webhook it is a :class:`ConfigError`.
+    """
     context = current_context()
-    stats = context.require_service().push(target, limit=PUSH_BATCH)
+    if target == ALERT_TARGET:
+        if context.alert_push is None:
+            raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
+        stats = context.alert_push(PUSH_BATCH)
+    else:
+        stats = context.require_service().push(target, limit=PUSH_BATCH)
     record_dead_items(context.store, stats.dead)
     if stats.items >= PUSH_BATCH:
         push_target.send(target)  # more are due: keep draining
@@ -278,12 +295,21 @@ def record_dead_items(store: DeadLetterSink, dead: Sequence[DeadItem]) -> list[i
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
 def scan_leaks_job() -> None:
-    """Run the leak scan; its write-backs and alerts wait in the outbox for the next pushes."""
+    """Run the leak scan; its write-backs and alerts wait in the outbox for the pushes it schedules."""
     context = current_context()
     if context.leak_scan is None:
         raise ConfigError("actors have no leak scan: the worker runtime was not built")
-    context.leak_scan()
-    schedule_pushes(context)
+    outcome = context.leak_scan()
+    targets = context.push_targets
+    if context.alert_push is not None and _queued_alerts(outcome):
+        targets = (*targets, ALERT_TARGET)
+    schedule_pushes(context, targets)
+
+
+def _queued_alerts(outcome: object) -> bool:
+    """Whether a scan outcome queued alerts; an outcome that does not say (not a ScanResult) may have."""
+    alerts = getattr(outcome, "alerts", None)
+    return not isinstance(alerts, int) or alerts > 0
 
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)

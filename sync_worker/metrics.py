@@ -3,21 +3,31 @@
 Each :class:`ReceiverMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, so several apps
 (tests, a benchmark next to a server) never collide on the process-wide default registry. Label
 values are bounded: ``source`` is one of the configured sources or ``"unknown"``, ``outcome`` comes
-from the fixed tuples below. Exposition format:
+from the fixed tuples below; the leak gauges' ``rule`` and ``stage`` come from the four rules and
+the canonical stage keys. The leak gauges are read from the store at scrape time
+(:func:`sync_worker.leaks.leak_gauges`) and exposed by a custom collector from one snapshot, so a
+scrape never sees half an update; when the store cannot be read the last series are exported as
+NaN (https://prometheus.io/docs/instrumenting/writing_exporters/#failed-scrapes). Exposition format:
 https://prometheus.io/docs/instrumenting/exposition_formats/ and naming:
 https://prometheus.io/docs/practices/naming/
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = [
     "CONTENT_TYPE",
     "EVENT_OUTCOMES",
+    "LEAK_METRICS",
     "REQUEST_OUTCOMES",
     "EventOutcome",
     "ReceiverMetrics",
@@ -48,6 +58,53 @@ EVENT_OUTCOMES: Final[tuple[EventOutcome, ...]] = (
     "enqueue_failed",
     "swept",
 )
+
+LeakSample = tuple[str, Mapping[str, str], float]
+
+# name -> help of the gauges :func:`sync_worker.leaks.leak_gauges` feeds, labelled rule and stage.
+LEAK_METRICS: Final[Mapping[str, str]] = {
+    "sync_worker_leak_flags_open": "Open leak flags by rule and the stage the deal leaked from.",
+    "sync_worker_leak_amount_at_risk": (
+        "Sum of the amounts of deals with an open leak flag (record currency)."
+    ),
+    "sync_worker_leak_weighted_amount_at_risk": (
+        "Sum of amount x stage win probability of deals with an open leak flag (record currency)."
+    ),
+}
+_LEAK_LABELS: Final = ("rule", "stage")
+
+
+class _LeakCollector(Collector):
+    """Exposes the last leak snapshot; swapped whole under a lock, read whole per scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._samples: tuple[LeakSample, ...] = ()
+
+    def replace(self, samples: Iterable[LeakSample]) -> None:
+        snapshot = tuple((name, dict(labels), float(value)) for name, labels, value in samples)
+        with self._lock:
+            self._samples = snapshot
+
+    def mark_unknown(self) -> None:
+        with self._lock:
+            self._samples = tuple((name, labels, math.nan) for name, labels, _ in self._samples)
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, text, labels=_LEAK_LABELS) for name, text in LEAK_METRICS.items()]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            samples = self._samples
+        families = {
+            name: GaugeMetricFamily(name, text, labels=_LEAK_LABELS) for name, text in LEAK_METRICS.items()
+        }
+        for name, labels, value in samples:
+            family = families.get(name)
+            if family is not None:
+                family.add_metric([labels.get(label, "") for label in _LEAK_LABELS], value)
+        yield from families.values()
+
 
 # Webhook handling is a DB commit plus a Redis push: milliseconds, with a tail when either is slow.
 _LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -82,6 +139,8 @@ class ReceiverMetrics:
             "Accepted webhook events not processed yet (NaN when the store cannot be read).",
             registry=self.registry,
         )
+        self._leaks = _LeakCollector()
+        self.registry.register(self._leaks)
 
     def count_request(self, source: str, outcome: RequestOutcome) -> None:
         self.requests.labels(source=source, outcome=outcome).inc()
@@ -95,6 +154,14 @@ class ReceiverMetrics:
 
     def set_inbox_depth(self, depth: float) -> None:
         self.inbox_depth.set(depth)
+
+    def set_leak_samples(self, samples: Iterable[LeakSample]) -> None:
+        """Replace the leak gauges with ``(metric, labels, value)`` samples (from ``leak_gauges``)."""
+        self._leaks.replace(samples)
+
+    def mark_leaks_unknown(self) -> None:
+        """The store could not be read: keep the last leak series, each valued NaN."""
+        self._leaks.mark_unknown()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

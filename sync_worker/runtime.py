@@ -10,6 +10,11 @@ processes), configures logging with secret redaction and installs the Redis brok
 Every connector gets the rate limiter of its account shared through Redis
 (:func:`sync_worker.ratelimit.limiter_for`), so N workers on M machines stay under a provider's
 limit together. A connector whose credentials are unset is disabled and logged once.
+
+Leak detection is wired here too: :meth:`Runtime.scan_leaks` passes the start of each source's last
+complete full pull (:func:`sync_worker.engine.full_pull_started`) so vanished deals are flagged
+"dropped", and, when ``SYNC_ALERTS__WEBHOOK_URL`` is set, the process builds one alert client and
+gives the actors :meth:`Runtime.push_alerts` for ``push_target("alert")``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from dramatiq import Broker
 from sync_worker.actors import configure_actors
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService
+from sync_worker.engine.model import PushStats
 from sync_worker.errors import ConfigError
+from sync_worker.http import ApiClient
+from sync_worker.leaks.scan import ScanResult
 from sync_worker.mappings import Mappings, MappingsHolder
 from sync_worker.ratelimit import RedisRateLimiter, limiter_for
 from sync_worker.settings import Settings
@@ -136,17 +144,38 @@ class Runtime:
     service: SyncService
     redis: redis.Redis
     clock: Callable[[], datetime] = _utc_now
+    alert_client: ApiClient | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
-    def scan_leaks(self) -> object:
-        """One leak scan at the current time (write-backs and alerts go through the outbox)."""
+    def scan_leaks(self) -> ScanResult:
+        """One leak scan at the current time (write-backs and alerts go through the outbox).
+
+        Vanished deals are judged against the last complete full pull of the deal stream of each
+        enabled source (:data:`sync_worker.engine.DEAL_STREAMS`).
+        """
+        from sync_worker.engine import DEAL_STREAMS, full_pull_started
         from sync_worker.leaks import scan_leaks
 
+        streams = {source: DEAL_STREAMS[source] for source in self.connectors if source in DEAL_STREAMS}
         return scan_leaks(
             self.store,
             self.mappings.current.model,
             now=self.clock(),
+            full_pull_started=full_pull_started(self.store, streams),
             alerts=self.settings.alerts.webhook_url is not None,
+        )
+
+    def push_alerts(self, limit: int = 100) -> PushStats:
+        """Send the queued leak alerts (:func:`sync_worker.leaks.push_alerts`); ConfigError if unset."""
+        from sync_worker.leaks import alert_client, push_alerts
+
+        url = self.settings.alerts.webhook_url
+        if url is None:
+            raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
+        if self.alert_client is None:
+            self.alert_client = alert_client()
+        return push_alerts(
+            self.store, url, self.alert_client, now=self.clock(), limit=limit, config=self.service.config
         )
 
     def configure_actors(self) -> None:
@@ -158,6 +187,7 @@ class Runtime:
             push_targets=tuple(self.connectors),
             push_window=self.service.config.coalesce_window,
             push_guard=redis_push_guard(self.redis),
+            alert_push=self.push_alerts if self.settings.alerts.webhook_url is not None else None,
         )
 
     def close(self) -> None:
@@ -167,6 +197,8 @@ class Runtime:
         self.mappings.stop()
         for connector in self.connectors.values():
             connector.close()
+        if self.alert_client is not None:
+            self.alert_client.close()
         self.store.close()
         self.redis.close()
 
@@ -202,6 +234,11 @@ def build_runtime(
     if coalesce_window is not None:
         config = replace(config, coalesce_window=coalesce_window)
     service = SyncService(store, holder, connectors, clock=clock, config=config)
+    alerts = None
+    if settings.alerts.webhook_url is not None:
+        from sync_worker.leaks import alert_client
+
+        alerts = alert_client()
     if watch_mappings:
         holder.start()
     return Runtime(
@@ -212,6 +249,7 @@ def build_runtime(
         service=service,
         redis=client,
         clock=clock,
+        alert_client=alerts,
     )
 
 

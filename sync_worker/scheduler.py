@@ -2,7 +2,8 @@
 
 It only *sends messages*; workers do the work. Every ``settings.poll_interval_seconds`` it sends
 ``poll_source(source, stream)`` for each stream of each enabled source and a safety-net
-``push_target(target)`` (outbox items whose retry time came while nothing else scheduled a push);
+``push_target(target)`` (outbox items whose retry time came while nothing else scheduled a push),
+including ``push_target("alert")`` when an alert webhook is configured;
 every :data:`SWEEP_INTERVAL_SECONDS` (or the poll interval, if shorter) ``sweep_inbox_job``; every
 ``settings.leak_scan_interval_seconds`` ``scan_leaks_job``. All jobs are due at once when a
 scheduler takes the lead.
@@ -31,6 +32,7 @@ from typing import Final, Protocol
 from sync_worker.actors import poll_source, push_target, scan_leaks_job, sweep_inbox_job
 from sync_worker.broker import enqueue_errors
 from sync_worker.errors import TransientError
+from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.settings import Settings
 
 __all__ = [
@@ -77,6 +79,8 @@ def scheduled_jobs(
 
     ``streams`` maps each enabled source to its polled streams
     (:func:`sync_worker.runtime.enabled_streams`); ``push_targets`` default to those sources.
+    When ``settings.alerts.webhook_url`` is set, ``"alert"`` is pushed too (leak alerts whose retry
+    time came).
     """
     poll = settings.poll_interval_seconds
     jobs = [
@@ -85,6 +89,8 @@ def scheduled_jobs(
         for stream in names
     ]
     targets = list(streams) if push_targets is None else list(push_targets)
+    if settings.alerts.webhook_url is not None and ALERT_TARGET not in targets:
+        targets.append(ALERT_TARGET)
     jobs += [Job(f"push:{target}", poll, functools.partial(push_target.send, target)) for target in targets]
     jobs.append(Job("sweep_inbox", min(SWEEP_INTERVAL_SECONDS, poll), sweep_inbox_job.send))
     jobs.append(Job("scan_leaks", settings.leak_scan_interval_seconds, scan_leaks_job.send))

@@ -10,6 +10,7 @@ modules behind it are pure enough to test with a SQLite store and fake connector
 
 from __future__ import annotations
 
+from sync_worker.engine.fullpull import DEAL_STREAMS, full_pull_started, last_full_pull
 from sync_worker.engine.model import (
     SYNCED_FIELDS,
     SYSTEM_ORDER,
@@ -25,6 +26,7 @@ from sync_worker.engine.routing import DEFAULT_ROUTES, EngineRoute, as_route, ro
 from sync_worker.engine.service import SyncService
 
 __all__ = [
+    "DEAL_STREAMS",
     "DEFAULT_ROUTES",
     "SYNCED_FIELDS",
     "SYSTEM_ORDER",
@@ -37,6 +39,8 @@ __all__ = [
     "SyncService",
     "as_route",
     "dead_letter_items",
+    "full_pull_started",
+    "last_full_pull",
     "own_change_sources",
     "routes_for",
 ]

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from sync_worker.canonical import CanonicalRecord
 from sync_worker.connector import Connector
+from sync_worker.engine.fullpull import record_full_pull
 from sync_worker.engine.ingest import observe
 from sync_worker.engine.model import EngineConfig, IngestResult, PullStats, PushStats
 from sync_worker.engine.normalise import normalise_events
@@ -175,10 +176,16 @@ class SyncService:
         ``full`` starts from the beginning (a backfill) instead of the stored cursor. A page's
         cursor is persisted only after all its records are stored and routed, so a crash re-reads
         at most one page. ``progress`` is called with the number of records of each page.
+
+        A pull that started from the beginning (``full``, or no stored cursor) and ran to its last
+        page records when it started (:func:`~sync_worker.engine.fullpull.record_full_pull`), for
+        the "dropped" leak rule; one that raises part-way records nothing.
         """
         connector = self.connector(source)
+        started = self._clock()
         # An empty stored cursor means "start over" (a stream whose sweep finished returns None).
         cursor = None if full else (self._store.get_cursor(source, stream) or None)
+        from_start = cursor is None
         pages = records = changed = echoes = stale = enqueued = 0
         for page in connector.pull_changes(stream, cursor):
             pages += 1
@@ -197,6 +204,8 @@ class SyncService:
                 cursor = None
             if progress is not None:
                 progress(len(page.records))
+        if from_start:
+            record_full_pull(self._store, source, stream, started)
         return PullStats(
             source=source,
             stream=stream,

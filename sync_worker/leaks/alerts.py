@@ -13,22 +13,37 @@ request goes to a fixed placeholder address and :class:`_WebhookTransport` swaps
 at the transport, from a private header it removes. Slack answers ``200`` with the plain-text body
 ``ok``; the transport hands that on as an empty body so :class:`~sync_worker.http.ApiClient` does
 not mistake it for a malformed JSON answer.
+
+:func:`push_alerts` drains the outbox items of target ``"alert"`` that the leak scan queued: each
+is POSTed once; a transient failure (429, 5xx, timeout) retries the item later with an
+exponential back-off (:meth:`~sync_worker.engine.model.EngineConfig.retry_delay`) and stops the
+round (the webhook is down: the other items wait without spending attempts); a refusal (4xx) or
+the last allowed attempt makes it ``dead`` with the reason. At most one alert goes out per flag:
+the key ``<alert key>:sent`` (the item's key without any ``:replay:<n>`` suffix) is claimed in the
+store before the POST and released when it fails, so a redelivered push message, two workers
+draining at once, or a dead-letter replay of an alert that was already delivered send nothing.
+A claim whose outcome is unknown (a crash between the POST and the store write) is never resent:
+alerts are at-most-once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from sync_worker.errors import ConfigError
+from sync_worker.engine.model import DeadItem, EngineConfig, PushStats
+from sync_worker.errors import ConfigError, PermanentError, TransientError
 from sync_worker.http import ApiClient
+from sync_worker.store import OutboxItem, SyncStore
 from sync_worker.store.leak_queries import FlaggedRecord
+from sync_worker.store.types import as_utc
 
-__all__ = ["ALERT_TARGET", "alert_client", "alert_payload", "send_alert"]
+__all__ = ["ALERT_TARGET", "alert_client", "alert_payload", "push_alerts", "send_alert"]
 
 ALERT_TARGET = "alert"
 _PLACEHOLDER = "https://alert-webhook.invalid"
@@ -140,3 +155,82 @@ def send_alert(payload: Mapping[str, Any], url: SecretStr, client: ApiClient) ->
     if not raw.startswith(("https://", "http://")):
         raise ConfigError("SYNC_ALERTS__WEBHOOK_URL: must be an http(s) URL")
     client.request("POST", "/", json_body=dict(payload), headers={_TARGET_HEADER: raw})
+
+
+def _sent_key(item: OutboxItem) -> str:
+    # A dead-letter replay re-queues the item as "<key>:replay:<id>": same flag, same claim.
+    return item.idempotency_key.split(":replay:", 1)[0] + ":sent"
+
+
+def push_alerts(
+    store: SyncStore,
+    url: SecretStr,
+    client: ApiClient,
+    *,
+    now: datetime,
+    limit: int = 100,
+    config: EngineConfig | None = None,
+) -> PushStats:
+    """Send the due ``"alert"`` outbox items (at most ``limit``) once each; see the module docstring.
+
+    ``config`` gives ``max_attempts`` and the back-off (``retry_base`` doubled per attempt, capped
+    at ``retry_cap``; a longer ``Retry-After`` wins). Returns :class:`PushStats` with target
+    ``"alert"``: ``items`` handled this round, ``writes`` sent, ``skipped`` already sent for that
+    flag, ``retried`` failed and due again later, ``dead`` failed for good (for the caller to
+    dead-letter). A bad webhook URL raises :class:`~sync_worker.errors.ConfigError`; no message
+    carries the URL.
+    """
+    settings = config if config is not None else EngineConfig()
+    when = as_utc(now)
+    items = store.due_outbox(when, limit, target=ALERT_TARGET)
+    writes = skipped = retried = 0
+    dead: list[DeadItem] = []
+    for item in items:
+        key = _sent_key(item)
+        if not store.claim_key(key):
+            if store.key_result(key) is not None:
+                store.mark_outbox_sent(item.id)  # this flag's alert went out already
+                skipped += 1
+                continue
+            reason = "this flag's alert is being sent by another push (or its outcome is unknown)"
+            if item.attempts + 1 < settings.max_attempts:
+                store.mark_outbox_failed(item.id, reason, when + settings.retry_delay(item.attempts + 1))
+                retried += 1
+            else:
+                store.mark_outbox_failed(item.id, reason, when, dead=True)
+                dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+            continue
+        try:
+            if not isinstance(item.payload, Mapping):
+                raise PermanentError("alert payload is not a JSON object")
+            send_alert(item.payload, url, client)
+        except TransientError as exc:
+            store.release_key(key)
+            attempts = item.attempts + 1
+            reason = str(exc)[:500]
+            if attempts < settings.max_attempts:
+                delay = settings.retry_delay(attempts)
+                if exc.retry_after is not None:
+                    delay = max(delay, timedelta(seconds=exc.retry_after))
+                store.mark_outbox_failed(item.id, reason, when + delay)
+                retried += 1
+                break  # the webhook is failing: the rest wait for the next round, attempts unspent
+            store.mark_outbox_failed(item.id, reason, when, dead=True)
+            dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+            continue
+        except PermanentError as exc:
+            store.release_key(key)
+            reason = str(exc)[:500]
+            store.mark_outbox_failed(item.id, reason, when, dead=True)
+            dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+            continue
+        except BaseException:
+            store.release_key(key)  # a bad URL (ConfigError) or a crash: nothing was sent
+            raise
+        store.record_result(key, {"outbox_id": item.id, "sent_at": when.isoformat()})
+        store.mark_outbox_sent(item.id)
+        writes += 1
+    handled = writes + skipped + retried + len(dead)  # items left after a transient stop wait
+    return PushStats(
+        ALERT_TARGET, items=handled, writes=writes, skipped=skipped, retried=retried, dead=tuple(dead)
+    )

@@ -44,12 +44,16 @@ ORIGIN = "leak-scan"
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What one scan changed: flags it raised and cleared, and the open flags per rule after it."""
+    """What one scan changed: flags it raised and cleared, and the open flags per rule after it.
+
+    ``queued`` counts every outbox item it queued, ``alerts`` those of them for target ``"alert"``.
+    """
 
     raised: tuple[StoredFlag, ...]
     cleared: tuple[StoredFlag, ...]
     open_by_rule: Mapping[FlagRule, int]
     queued: int = 0
+    alerts: int = 0
 
 
 def _update(item: _q.FlaggedRecord, action: str) -> dict[str, Any]:
@@ -99,6 +103,7 @@ def scan_leaks(
         to_write = _q.pending_flags(conn, "written_to_crm_at")
         rows += [_update(item, "raise") for item in to_write]
         _q.mark_flags(conn, [item.flag.id for item in to_write], "written_to_crm_at", at=when)
+        to_alert: list[_q.FlaggedRecord] = []
         if alerts:
             to_alert = _q.pending_flags(conn, "alerted_at")
             rows += [
@@ -124,6 +129,7 @@ def scan_leaks(
         cleared=tuple(item.flag for item in cleared),
         open_by_rule=counts,
         queued=len(rows),
+        alerts=len(to_alert),
     )
 
 

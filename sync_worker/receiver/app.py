@@ -7,7 +7,12 @@ Routes (the architecture's HTTP contract):
   unknown source; 503 store unavailable (the sender retries). A broker outage does not fail the
   request: the events are durable and the sweeper enqueues them later.
 - ``GET /healthz``: the process is up. ``GET /readyz``: store, broker and mappings, each named.
-- ``GET /metrics``: Prometheus text.
+- ``GET /metrics``: Prometheus text, with the leak gauges (open flags, amount at risk and weighted
+  amount at risk by rule and stage) read from the store at scrape time; a down store never fails
+  the scrape (the inbox depth and the leak series read NaN).
+- ``GET /report``: the pipeline report page (:func:`sync_worker.report.render_report_html`),
+  ``text/html``; 503 while the store is down. It shows deal names and amounts and carries no
+  authentication of its own: expose it only behind the proxy's access control.
 
 The blocking work (verification, parsing, the store transaction, the Redis push) runs in the thread
 pool. Starlette: https://www.starlette.io/applications/ and https://www.starlette.io/lifespan/
@@ -21,14 +26,14 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from dramatiq import Broker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from sync_worker.actors import broker_enqueue
@@ -41,17 +46,24 @@ from sync_worker.errors import (
     TransientError,
 )
 from sync_worker.intake import Enqueue, InboxStore, WebhookSource, accept_webhook, sweep_inbox
+from sync_worker.leaks.scan import leak_gauges
 from sync_worker.mappings import Mappings
 from sync_worker.metrics import CONTENT_TYPE, ReceiverMetrics, RequestOutcome
 from sync_worker.receiver.access import AccessLogMiddleware
 from sync_worker.receiver.wire import error_response, read_body, webhook_request
+from sync_worker.report import render_report_html
 from sync_worker.settings import Settings
+from sync_worker.store import SyncStore
 
 __all__ = ["MappingsSource", "create_app"]
 
 _log = logging.getLogger(__name__)
 
 _RETRY_AFTER = {"Retry-After": "30"}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class MappingsSource(Protocol):
@@ -90,6 +102,8 @@ class _Receiver:
         sweep_older_than: timedelta,
         timer: Callable[[], float],
         on_close: Sequence[Callable[[], None]],
+        report_store: SyncStore | None,
+        clock: Callable[[], datetime],
     ) -> None:
         self.settings = settings
         self.store = store
@@ -102,6 +116,8 @@ class _Receiver:
         self.sweep_older_than = sweep_older_than
         self.timer = timer
         self.on_close = tuple(on_close)
+        self.report_store = report_store
+        self.clock = clock
 
     async def webhook(self, request: Request) -> Response:
         source = str(request.path_params["source"])
@@ -176,9 +192,38 @@ class _Receiver:
         except StoreUnavailableError:
             self.metrics.set_inbox_depth(math.nan)
 
+    def _refresh_leaks(self) -> None:
+        if self.report_store is None:
+            return
+        try:
+            self.metrics.set_leak_samples(leak_gauges(self.report_store))
+        except StoreUnavailableError:
+            self.metrics.mark_leaks_unknown()
+
+    def _refresh_gauges(self) -> None:
+        self._refresh_depth()
+        self._refresh_leaks()
+
     async def metrics_endpoint(self, request: Request) -> Response:
-        await run_in_threadpool(self._refresh_depth)
+        await run_in_threadpool(self._refresh_gauges)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def report(self, request: Request) -> Response:
+        if self.report_store is None:
+            return error_response(404, "not_found", "this receiver has no report store")
+        if self.mappings_holder is None:
+            return error_response(
+                503, "mappings_unavailable", "the stage mappings are not loaded", headers=_RETRY_AFTER
+            )
+        model = self.mappings_holder.current.model
+        try:
+            page = await run_in_threadpool(render_report_html, self.report_store, model, self.clock())
+        except StoreUnavailableError:
+            _log.warning("report refused: store unavailable")
+            return error_response(
+                503, "store_unavailable", "the state store is unavailable; retry later", headers=_RETRY_AFTER
+            )
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     def sweep_once(self) -> None:
         """One sweep plus a depth refresh; a down store or broker is logged, never raised."""
@@ -222,6 +267,8 @@ def create_app(
     timer: Callable[[], float] = time.perf_counter,
     access_log: bool = True,
     on_close: Sequence[Callable[[], None]] = (),
+    report_store: SyncStore | None = None,
+    clock: Callable[[], datetime] = _utc_now,
 ) -> Starlette:
     """The receiver app, wired to the collaborators given (nothing is built from the environment).
 
@@ -231,7 +278,12 @@ def create_app(
     background while the app is up. ``timer`` is the monotonic clock for latency. The connectors
     carry their own wall clock (HubSpot's signature timestamp check). ``app.state.receiver`` exposes
     ``metrics`` and ``sweep_once`` for the CLI and tests. ``on_close`` callables run at shutdown.
+    ``report_store`` is the store ``GET /report`` and the leak gauges read (default: ``store`` when
+    it is a :class:`~sync_worker.store.SyncStore`; None: no report, no leak gauges); ``clock``
+    gives the report's "now" (timezone-aware UTC).
     """
+    if report_store is None and isinstance(store, SyncStore):
+        report_store = store
     receiver = _Receiver(
         settings,
         store=store,
@@ -244,12 +296,15 @@ def create_app(
         sweep_older_than=sweep_older_than,
         timer=timer,
         on_close=on_close,
+        report_store=report_store,
+        clock=clock,
     )
     routes = [
         Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
+        Route("/report", receiver.report, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=receiver.lifespan)
     if access_log:

@@ -71,6 +71,8 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) ->
         mappings_holder=holder,
         connectors=connectors,
         on_close=(holder.stop, store.close),
+        report_store=store,
+        clock=clock,
     )
 
 

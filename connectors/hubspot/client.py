@@ -15,6 +15,10 @@ HubSpot documentation followed:
   exists): https://developers.hubspot.com/docs/api/crm/properties
 * Rate limits (per 10 s for the API, per second for search):
   https://developers.hubspot.com/docs/api/usage-details
+* Deal identity (contact e-mail through v4 associations and a contacts batch read, the
+  ``sync_worker_pipedrive_id`` property): see :mod:`connectors.hubspot.identity` for the pages.
+  Every page of ``deals`` and every ``read_deals`` batch costs one associations call and one
+  contacts call per 100 distinct contacts, never a call per deal.
 
 Pulls never write state: each :class:`~sync_worker.canonical.PullPage` carries the cursor to
 persist once it is accepted. ``deals`` cursors are ``{"ts": <hs_lastmodifieddate ms>, "ids":
@@ -34,7 +38,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connectors.hubspot import push
+from connectors.hubspot import identity, push
 from connectors.hubspot.auth import BearerAuth, TokenSource
 from connectors.hubspot.convert import (
     DEAL_PROPERTIES,
@@ -170,6 +174,7 @@ class HubSpotConnector:
             max_attempts=max_attempts,
         )
         self._stages: list[SourceStage] | None = None
+        self._has_identity: bool | None = None
 
     def __repr__(self) -> str:
         return f"HubSpotConnector({self._api!r})"
@@ -266,6 +271,7 @@ class HubSpotConnector:
                     ts, ids = stamp, set()
                 ids.add(record.external_id)
                 records.append(record)
+            records = self._with_contact_emails(records)
             position = _SearchCursor(ts, frozenset(ids))
             next_after = _next_after(response)
             if next_after is None:
@@ -321,18 +327,46 @@ class HubSpotConnector:
             chunk = ids[start : start + 100]
             body = {"properties": list(DEAL_PROPERTIES), "inputs": [{"id": str(i)} for i in chunk]}
             response = self._request("POST", f"{DEALS_PATH}/batch/read", json_body=body)
-            out.extend(to_canonical(item, self._mappings) for item in _results(response, "batch read"))
+            records = [to_canonical(item, self._mappings) for item in _results(response, "batch read")]
+            out.extend(self._with_contact_emails(records))
         return out
+
+    def _with_contact_emails(self, records: list[CanonicalRecord]) -> list[CanonicalRecord]:
+        """``records`` with ``contact_email`` from each deal's associated contact (batched lookups)."""
+        emails = identity.deal_contact_emails(self._request, [r.external_id for r in records])
+        return identity.with_contact_emails(records, emails)
 
     # -- Push -------------------------------------------------------------------------------------
 
     def apply_updates(self, updates: Sequence[CanonicalUpdate]) -> list[UpdateResult]:
         """Batched ``batch/update`` and ``batch/create`` calls; one result per update, in order."""
-        return push.apply_updates(self._request, updates, self._mappings, self._known_stages)
+        return push.apply_updates(
+            self._request,
+            updates,
+            self._mappings,
+            self._known_stages,
+            identity_property=self._identity_property,
+            find_contacts=self._find_contacts,
+        )
+
+    def _identity_property(self) -> bool:
+        """Whether ``sync_worker_pipedrive_id`` exists; asked once per connector, then remembered."""
+        if self._has_identity is None:
+            self._has_identity = identity.identity_property_exists(self._request)
+        return self._has_identity
+
+    def _find_contacts(self, emails: Sequence[str]) -> Mapping[str, str]:
+        return identity.contacts_by_email(self._request, emails)
 
     def ensure_flag_properties(self) -> list[str]:
         """Create the leak-flag property group and properties that are missing; names created."""
         return push.ensure_flag_properties(self._request)
+
+    def ensure_identity_properties(self) -> list[str]:
+        """Create the ``sync_worker_pipedrive_id`` deal property (and its group) when missing."""
+        created = identity.ensure_identity_properties(self._request)
+        self._has_identity = True
+        return created
 
     # -- Webhooks ---------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ HubSpot documentation followed:
   https://knowledge.hubspot.com/properties/hubspots-default-deal-properties
   (``dealname``, ``amount``, ``dealstage``, ``pipeline``, ``closedate``, ``hs_lastmodifieddate``,
   ``hs_is_closed_won``, ``closed_lost_reason``, ``deal_currency_code``, ``hubspot_owner_id``).
+  Reading a property the account does not have returns nothing rather than an error, so the
+  project's own ``sync_worker_pipedrive_id`` is always asked for.
 * Property values: every value is sent and received as a string; date-time values are ISO 8601
   or epoch milliseconds, and an empty string clears a value:
   https://developers.hubspot.com/docs/api/crm/properties
@@ -44,6 +46,7 @@ from sync_worker.mappings import Mappings
 __all__ = [
     "DEAL_PROPERTIES",
     "FLAG_PROPERTIES",
+    "PIPEDRIVE_ID_PROPERTY",
     "SOURCE",
     "from_canonical",
     "parse_hubspot_datetime",
@@ -52,6 +55,10 @@ __all__ = [
 ]
 
 SOURCE = "hubspot"
+
+# The project's own deal property holding the id of the deal's Pipedrive twin (created by
+# ``ensure_identity_properties``); read into ``CanonicalRecord.links["pipedrive"]``.
+PIPEDRIVE_ID_PROPERTY = "sync_worker_pipedrive_id"
 
 # What the translation reads; requested on every search, batch read and listing.
 DEAL_PROPERTIES: tuple[str, ...] = (
@@ -68,6 +75,7 @@ DEAL_PROPERTIES: tuple[str, ...] = (
     "hs_is_closed",
     "hs_is_closed_won",
     "hs_v2_date_entered_current_stage",
+    PIPEDRIVE_ID_PROPERTY,
 )
 
 # The custom deal properties leak flags are written to (created by ensure_flag_properties).
@@ -166,6 +174,7 @@ def to_canonical(payload: Mapping[str, Any], mappings: Mappings) -> CanonicalRec
     key = resolved if isinstance(resolved, StageKey) else None
     unmapped = resolved if isinstance(resolved, UnmappedStage) else None
     close = parse_hubspot_datetime(props.get("closedate"))
+    twin = _text(props, PIPEDRIVE_ID_PROPERTY)
     return CanonicalRecord(
         source=SOURCE,
         kind="deal",
@@ -184,6 +193,7 @@ def to_canonical(payload: Mapping[str, Any], mappings: Mappings) -> CanonicalRec
         created_at=parse_hubspot_datetime(props.get("createdate"))
         or parse_hubspot_datetime(payload.get("createdAt")),
         stage_changed_at=parse_hubspot_datetime(props.get("hs_v2_date_entered_current_stage")),
+        links={"pipedrive": twin} if twin is not None else {},
         unmapped=unmapped,
     )
 

@@ -10,6 +10,11 @@
 * Property groups and properties: ``GET``/``POST /crm/v3/properties/deals/groups`` and
   ``/crm/v3/properties/deals``; a 409 means the name is already taken (created concurrently).
   https://developers.hubspot.com/docs/api/crm/properties
+* Identity on writes (see :mod:`connectors.hubspot.identity`): a create carrying ``contact_email``
+  is associated (``associations`` on its ``batch/create`` input, type 3 deal -> contact) with the
+  contact HubSpot knows by that e-mail, looked up for all creates at once; no contact is created.
+  A write whose origin is Pipedrive also sets ``sync_worker_pipedrive_id`` when the account has it.
+  https://developers.hubspot.com/docs/api/crm/deals
 """
 
 from __future__ import annotations
@@ -18,18 +23,27 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.hubspot.convert import from_canonical, parse_hubspot_datetime
+from connectors.hubspot.convert import PIPEDRIVE_ID_PROPERTY, from_canonical, parse_hubspot_datetime
 from sync_worker.canonical import CanonicalUpdate, SourceStage, UpdateResult
 from sync_worker.errors import AuthError, PermanentError, TransientError
 from sync_worker.http import ApiResponse
 from sync_worker.mappings import Mappings
 
-__all__ = ["BATCH_SIZE", "FLAG_GROUP", "Requester", "apply_updates", "ensure_flag_properties"]
+__all__ = [
+    "BATCH_SIZE",
+    "FLAG_GROUP",
+    "ContactFinder",
+    "Requester",
+    "apply_updates",
+    "create_missing_properties",
+    "ensure_flag_properties",
+]
 
 BATCH_SIZE = 100
 FLAG_GROUP = "sync_worker"
 _OBJECTS = "/crm/v3/objects/deals"
 _RETRYABLE_CATEGORIES = frozenset({"RATE_LIMITS", "INTERNAL_ERROR", "TIMEOUT"})
+_DEAL_TO_CONTACT = 3  # HUBSPOT_DEFINED deal -> contact association type
 
 
 class Requester(Protocol):
@@ -46,11 +60,16 @@ class Requester(Protocol):
     ) -> ApiResponse: ...
 
 
+ContactFinder = Callable[[Sequence[str]], Mapping[str, str]]
+"""E-mails -> ``{lower-cased e-mail: contact id}`` for the contacts that exist (batched)."""
+
+
 @dataclass(frozen=True)
 class _Pending:
     index: int
     update: CanonicalUpdate
     properties: dict[str, str]
+    associations: tuple[dict[str, Any], ...] = ()
 
 
 def _chunks(items: list[_Pending]) -> list[list[_Pending]]:
@@ -158,6 +177,8 @@ def _send(request: Requester, path: str, batch: list[_Pending]) -> dict[int, Upd
         }
         if item.update.external_id is not None:
             entry = {"id": item.update.external_id, **entry}
+        elif item.associations:
+            entry["associations"] = list(item.associations)
         inputs.append(entry)
     try:
         response = request("POST", path, json_body={"inputs": inputs})
@@ -170,16 +191,62 @@ def _send(request: Requester, path: str, batch: list[_Pending]) -> dict[int, Upd
     return _split(batch, response.data)
 
 
+def _contact_association(contact_id: str) -> dict[str, Any]:
+    return {
+        "to": {"id": contact_id},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": _DEAL_TO_CONTACT}],
+    }
+
+
+def _associate(
+    creates: list[_Pending], find_contacts: ContactFinder | None, results: dict[int, UpdateResult]
+) -> list[_Pending]:
+    """The creates with their contact association; a transient lookup failure fails them (retryable)."""
+    emails = [p.update.contact_email for p in creates if p.update.contact_email]
+    if find_contacts is None or not emails:
+        return creates
+    try:
+        found = find_contacts(emails)
+    except AuthError:
+        raise
+    except TransientError as exc:
+        waiting = [p for p in creates if p.update.contact_email]
+        results.update({p.index: _failed(p, str(exc), retryable=True) for p in waiting})
+        return [p for p in creates if not p.update.contact_email]
+    except PermanentError:
+        return creates  # the deal matters more than its association: create it without
+    out: list[_Pending] = []
+    for pending in creates:
+        email = (pending.update.contact_email or "").strip().lower()
+        contact = found.get(email) if email else None
+        if contact is not None:
+            pending = _Pending(
+                pending.index, pending.update, pending.properties, (_contact_association(contact),)
+            )
+        out.append(pending)
+    return out
+
+
 def apply_updates(
     request: Requester,
     updates: Sequence[CanonicalUpdate],
     mappings: Mappings,
     stages: Callable[[], Sequence[SourceStage]],
+    *,
+    identity_property: Callable[[], bool] | None = None,
+    find_contacts: ContactFinder | None = None,
 ) -> list[UpdateResult]:
-    """Write ``updates`` in batches; one result per update, in order. :class:`AuthError` propagates."""
+    """Write ``updates`` in batches; one result per update, in order. :class:`AuthError` propagates.
+
+    ``identity_property`` says (asked at most once, only when needed) whether the account has the
+    ``sync_worker_pipedrive_id`` deal property; when it does, a write whose ``origin`` is
+    ``pipedrive`` with an ``origin_id`` sets it. ``find_contacts`` looks up the contacts of the
+    creates' ``contact_email`` in one batched call; each create is associated with its contact.
+    """
     results: dict[int, UpdateResult] = {}
     creates: list[_Pending] = []
     changes: list[_Pending] = []
+    has_identity: bool | None = None
     for index, update in enumerate(updates):
         try:
             known = stages() if update.stage is not None or update.status in ("won", "lost") else ()
@@ -189,8 +256,14 @@ def apply_updates(
         except PermanentError as exc:
             results[index] = UpdateResult(update.idempotency_key, ok=False, error=str(exc))
             continue
+        if update.origin == "pipedrive" and update.origin_id and identity_property is not None:
+            if has_identity is None:
+                has_identity = identity_property()
+            if has_identity:
+                props[PIPEDRIVE_ID_PROPERTY] = update.origin_id
         pending = _Pending(index, update, props)
         (creates if update.external_id is None else changes).append(pending)
+    creates = _associate(creates, find_contacts, results)
     for batch in _chunks(changes):
         results.update(_send(request, f"{_OBJECTS}/batch/update", batch))
     for batch in _chunks(creates):
@@ -248,21 +321,31 @@ def _create(request: Requester, path: str, body: Mapping[str, Any]) -> bool:
     return True
 
 
+def create_missing_properties(
+    request: Requester, definitions: Sequence[Mapping[str, Any]], *, group: str = FLAG_GROUP
+) -> list[str]:
+    """Create ``group`` and the deal properties of ``definitions`` that are missing; names created.
+
+    The group is reported as ``group:<name>``; a 409 (created meanwhile) counts as existing.
+    """
+    created: list[str] = []
+    groups_path = "/crm/v3/properties/deals/groups"
+    if group not in _names(request("GET", groups_path)):
+        body = {"name": group, "label": "Sync worker", "displayOrder": -1}
+        if _create(request, groups_path, body):
+            created.append(f"group:{group}")
+    existing = _names(request("GET", "/crm/v3/properties/deals"))
+    for definition in definitions:
+        if definition["name"] in existing:
+            continue
+        if _create(request, "/crm/v3/properties/deals", {**definition, "groupName": group}):
+            created.append(str(definition["name"]))
+    return created
+
+
 def ensure_flag_properties(request: Requester) -> list[str]:
     """Create the ``sync_worker`` group and the leak-flag deal properties that are missing.
 
     Returns the names created (the group as ``group:sync_worker``); idempotent.
     """
-    created: list[str] = []
-    groups_path = "/crm/v3/properties/deals/groups"
-    if FLAG_GROUP not in _names(request("GET", groups_path)):
-        group = {"name": FLAG_GROUP, "label": "Sync worker", "displayOrder": -1}
-        if _create(request, groups_path, group):
-            created.append(f"group:{FLAG_GROUP}")
-    existing = _names(request("GET", "/crm/v3/properties/deals"))
-    for definition in _FLAG_DEFINITIONS:
-        if definition["name"] in existing:
-            continue
-        if _create(request, "/crm/v3/properties/deals", {**definition, "groupName": FLAG_GROUP}):
-            created.append(definition["name"])
-    return created
+    return create_missing_properties(request, _FLAG_DEFINITIONS)

@@ -3,7 +3,8 @@
 :func:`seed_sandboxes` fills fresh sandboxes from one ``seed``: Pipedrive deals across two pipelines and
 all their stages, with amounts, currencies, owners, contact persons with emails and stage ages (some
 open deals stalled well beyond 30 days), some won, some lost with a reason, a few deleted; a quarter of
-them mirrored in HubSpot (same name and amount, stage translated onto HubSpot's stock pipeline);
+them mirrored in HubSpot (same name and amount, stage translated onto HubSpot's stock pipeline, and
+associated with a HubSpot contact bearing the Pipedrive person's e-mail);
 LaGrowthMachine leads whose emails match some deal contacts, some of which replied, plus replied leads
 with no deal at all (the "unanswered" leak case). Nothing is announced by webhook.
 
@@ -198,7 +199,9 @@ def seed_sandboxes(
             counts["deleted"] += 1
         deal_rows.append({**deal, "stage_index": stage_index, "added": added, "changed": stage_changed})
 
-    hubspot_ids = _seed_hubspot(hubspot, deal_rows[: deals // 4], rng) if hubspot is not None else []
+    contacts = {person_id: (first, last, email) for person_id, first, last, email in people}
+    mirrored = deal_rows[: deals // 4]
+    hubspot_ids = _seed_hubspot(hubspot, mirrored, rng, contacts) if hubspot is not None else []
     lead_ids: list[str] = []
     replied: list[str] = []
     orphans: list[str] = []
@@ -233,7 +236,14 @@ def _pipedrive_catalog(pipedrive: PipedriveSandbox) -> dict[int, list[dict[str, 
     return catalog
 
 
-def _seed_hubspot(hubspot: HubSpotSandbox, rows: list[dict[str, Any]], rng: random.Random) -> list[str]:
+def _seed_hubspot(
+    hubspot: HubSpotSandbox,
+    rows: list[dict[str, Any]],
+    rng: random.Random,
+    contacts: dict[int, tuple[str, str, str]],
+) -> list[str]:
+    """The HubSpot twins of ``rows``, each associated with a contact bearing its Pipedrive person's
+    e-mail (``contacts``: person id -> first name, last name, e-mail), as a real account would hold."""
     ids = []
     for row in rows:
         if row["status"] == "won":
@@ -253,7 +263,13 @@ def _seed_hubspot(hubspot: HubSpotSandbox, rows: list[dict[str, Any]], rng: rand
         if row["lost_reason"]:
             properties["closed_lost_reason"] = row["lost_reason"]
         stamp = int(row["changed"].timestamp() * 1000)
-        ids.append(hubspot.put_deal(properties, created_ms=stamp, modified_ms=stamp))
+        deal_id = hubspot.put_deal(properties, created_ms=stamp, modified_ms=stamp)
+        person = contacts.get(row["person_id"])
+        if person is not None:
+            first, last, email = person
+            contact_id = hubspot.contacts.add_contact(email, firstname=first, lastname=last, created_ms=stamp)
+            hubspot.contacts.associate(deal_id, contact_id)
+        ids.append(deal_id)
     return ids
 
 

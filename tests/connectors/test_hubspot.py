@@ -25,6 +25,7 @@ from sync_worker.settings import HubSpotSettings, Settings
 FIXTURES = Path(__file__).parent / "fixtures" / "hubspot"
 BASE = "https://api.hubapi.com"
 SEARCH = f"{BASE}/crm/v3/objects/deals/search"
+ASSOCIATIONS = f"{BASE}/crm/v4/associations/deals/contacts/batch/read"
 
 
 def _fixture(name: str) -> Any:
@@ -97,6 +98,11 @@ def router() -> Iterator[respx.MockRouter]:
 
 def _json(call: Any) -> Any:
     return json.loads(call.request.content)
+
+
+def _no_contacts(router: respx.MockRouter) -> respx.Route:
+    """Deals without associated contacts: the associations batch read finds none."""
+    return router.post(ASSOCIATIONS).respond(200, json={"status": "COMPLETE", "results": []})
 
 
 # -- stages and translation -------------------------------------------------------------------------
@@ -172,6 +178,7 @@ def test_from_canonical_writes_mapped_stage_amount_string_and_iso_closedate(mapp
 def test_pull_pages_to_the_end_with_after_on_the_search_bucket(
     hub: HubSpotConnector, router: respx.MockRouter, limiter: RecordingLimiter
 ) -> None:
+    _no_contacts(router)
     t0 = _ms("2024-03-01T10:00:00+00:00")
     route = router.post(SEARCH).mock(
         side_effect=[
@@ -203,12 +210,13 @@ def test_pull_pages_to_the_end_with_after_on_the_search_bucket(
     assert second["after"] == "2" and second["filterGroups"] == first["filterGroups"]
     assert json.loads(pages[0].cursor or "") == {"ts": t0 + 5, "ids": ["2"]}
     assert json.loads(pages[1].cursor or "") == {"ts": t0 + 9, "ids": ["3"]}
-    assert limiter.buckets == ["search", "search"]
+    assert limiter.buckets == ["search", "default", "search", "default"]  # associations: default bucket
 
 
 def test_pull_resumes_from_cursor_and_skips_ids_seen_at_that_instant(
     hub: HubSpotConnector, router: respx.MockRouter
 ) -> None:
+    _no_contacts(router)
     t0 = _ms("2024-03-01T10:00:00+00:00")
     route = router.post(SEARCH).respond(
         200, json={"results": [_deal("1", t0), _deal("4", t0), _deal("5", t0 + 1)]}
@@ -225,6 +233,7 @@ def test_pull_resumes_from_cursor_and_skips_ids_seen_at_that_instant(
 
 
 def test_pull_reslices_the_window_at_10000_results(hub: HubSpotConnector, router: respx.MockRouter) -> None:
+    _no_contacts(router)
     t0 = _ms("2024-03-01T10:00:00+00:00")
     route = router.post(SEARCH).mock(
         side_effect=[
@@ -251,6 +260,7 @@ def test_pull_reslices_the_window_at_10000_results(hub: HubSpotConnector, router
 def test_pull_reslices_when_hubspot_answers_400_past_the_limit(
     hub: HubSpotConnector, router: respx.MockRouter
 ) -> None:
+    _no_contacts(router)
     t0 = _ms("2024-03-01T10:00:00+00:00")
     route = router.post(SEARCH).mock(
         side_effect=[
@@ -577,6 +587,7 @@ def test_ensure_flag_properties_creates_only_what_is_missing(
 
 
 def test_read_deals_uses_batch_read(hub: HubSpotConnector, router: respx.MockRouter) -> None:
+    _no_contacts(router)
     route = router.post(f"{BASE}/crm/v3/objects/deals/batch/read").respond(
         200, json={"status": "COMPLETE", "results": [_deal("5", 1_700_000_000_000)]}
     )

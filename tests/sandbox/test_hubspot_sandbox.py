@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ import pytest
 
 from sync_worker.sandbox.common import FaultConfig, Faults, serve_in_thread
 from sync_worker.sandbox.hubspot import HubSpotSandbox, HubSpotSandboxConfig, create_app
+from sync_worker.sandbox.pipedrive import PipedriveSandbox
+from sync_worker.sandbox.seed import seed_sandboxes
 from tests.sandbox.conftest import Receiver
 
 TOKEN = "pat-na1-test"
@@ -508,3 +511,177 @@ def test_fault_knobs_via_admin_route(sandbox: HubSpotSandbox, client: httpx.Clie
     assert changed.json()["properties"]["amount"] == "3"
     calls = client.get("/_sandbox/calls").json()
     assert calls["by_path"] == {DEALS: 2} and calls["total"] == 2
+
+
+# -- contacts and associations -------------------------------------------------------------------------------
+
+CONTACTS_READ = "/crm/v3/objects/contacts/batch/read"
+DEAL_CONTACTS = "/crm/v4/associations/deals/contacts/batch/read"
+
+
+def test_contacts_batch_read_by_id_and_by_email(sandbox: HubSpotSandbox, client: httpx.Client) -> None:
+    ada = sandbox.contacts.add_contact("Ada@Acme.example", firstname="Ada", lastname="Lovelace")
+    grace = sandbox.contacts.add_contact("grace@globex.example")
+    assert sandbox.contacts.add_contact("ada@acme.example") == ada  # one contact per e-mail
+
+    by_id = client.post(CONTACTS_READ, json={"properties": ["email"], "inputs": [{"id": ada}, {"id": grace}]})
+    assert by_id.status_code == 200 and by_id.json()["status"] == "COMPLETE"
+    assert [(c["id"], c["properties"]["email"]) for c in by_id.json()["results"]] == [
+        (ada, "Ada@Acme.example"),
+        (grace, "grace@globex.example"),
+    ]
+    assert set(by_id.json()["results"][0]["properties"]) == {
+        "email",
+        "createdate",
+        "hs_object_id",
+        "lastmodifieddate",
+    }
+
+    by_email = client.post(
+        CONTACTS_READ,
+        json={
+            "idProperty": "email",
+            "properties": ["email"],
+            "inputs": [{"id": "ADA@acme.example"}, {"id": "x@y.z"}],
+        },
+    )
+    assert by_email.status_code == 207
+    body = by_email.json()
+    assert [c["id"] for c in body["results"]] == [ada]
+    assert body["numErrors"] == 1 and body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    assert body["errors"][0]["context"] == {"ids": ["x@y.z"]}
+
+    too_many = client.post(CONTACTS_READ, json={"inputs": [{"id": str(i)} for i in range(101)]})
+    assert too_many.status_code == 400 and too_many.json()["category"] == "VALIDATION_ERROR"
+
+
+def test_contact_by_id(sandbox: HubSpotSandbox, client: httpx.Client) -> None:
+    ada = sandbox.contacts.add_contact("ada@acme.example", firstname="Ada", lastname="Lovelace")
+    found = client.get(f"/crm/v3/objects/contacts/{ada}").json()
+    assert found["id"] == ada and found["archived"] is False
+    assert {k: found["properties"][k] for k in ("email", "firstname", "lastname")} == {
+        "email": "ada@acme.example",
+        "firstname": "Ada",
+        "lastname": "Lovelace",
+    }
+    only = client.get(f"/crm/v3/objects/contacts/{ada}", params={"properties": "email"}).json()
+    assert set(only["properties"]) == {"email", "createdate", "hs_object_id", "lastmodifieddate"}
+    missing = client.get("/crm/v3/objects/contacts/999999")
+    assert missing.status_code == 404 and missing.json()["category"] == "OBJECT_NOT_FOUND"
+
+
+def test_deal_contact_associations_batch_read(sandbox: HubSpotSandbox, client: httpx.Client) -> None:
+    # Given a deal with two contacts and a deal with none
+    both = sandbox.put_deal({"dealname": "two contacts"})
+    alone = sandbox.put_deal({"dealname": "no contact"})
+    first, second = sandbox.contacts.add_contact("a@x.example"), sandbox.contacts.add_contact("b@x.example")
+    sandbox.associate_contact(both, first)
+    sandbox.associate_contact(both, second)
+    with pytest.raises(KeyError):
+        sandbox.associate_contact(both, "424242")
+
+    response = client.post(DEAL_CONTACTS, json={"inputs": [{"id": both}, {"id": alone}]})
+
+    # Then the documented shape comes back, the contact-less deal as a 207 error
+    assert response.status_code == 207
+    body = response.json()
+    assert body["results"] == [
+        {
+            "from": {"id": both},
+            "to": [
+                {
+                    "toObjectId": int(c),
+                    "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 3, "label": None}],
+                }
+                for c in (first, second)
+            ],
+        }
+    ]
+    (error,) = body["errors"]
+    assert error["subCategory"] == "crm.associations.NO_ASSOCIATIONS_FOUND"
+    assert error["context"] == {"fromObjectId": [alone]}
+
+    # and the reverse direction carries type 4
+    reverse = client.post("/crm/v4/associations/contacts/deals/batch/read", json={"inputs": [{"id": first}]})
+    assert reverse.status_code == 200
+    assert reverse.json()["results"][0]["to"][0]["associationTypes"][0]["typeId"] == 4
+
+
+def test_associations_batch_read_limit_and_paging(sandbox: HubSpotSandbox, client: httpx.Client) -> None:
+    deal = sandbox.put_deal({"dealname": "crowded"})
+    for n in range(501):
+        sandbox.associate_contact(deal, sandbox.contacts.add_contact(f"c{n}@x.example"))
+    first = client.post(DEAL_CONTACTS, json={"inputs": [{"id": deal}]}).json()["results"][0]
+    assert len(first["to"]) == 500 and first["paging"]["next"]["after"] == "500"
+    rest = client.post(DEAL_CONTACTS, json={"inputs": [{"id": deal, "after": "500"}]}).json()["results"][0]
+    assert len(rest["to"]) == 1 and "paging" not in rest
+
+    assert (
+        client.post(DEAL_CONTACTS, json={"inputs": [{"id": str(i)} for i in range(1000)]}).status_code == 207
+    )
+    too_many = client.post(DEAL_CONTACTS, json={"inputs": [{"id": str(i)} for i in range(1001)]})
+    assert too_many.status_code == 400 and "1000" in too_many.json()["message"]
+    assert (
+        client.post("/crm/v4/associations/deals/tickets/batch/read", json={"inputs": []}).status_code == 400
+    )
+
+
+def test_batch_create_with_contact_associations(sandbox: HubSpotSandbox, client: httpx.Client) -> None:
+    contact = sandbox.contacts.add_contact("ada@acme.example")
+    association = {
+        "to": {"id": contact},
+        "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 3}],
+    }
+    response = client.post(
+        f"{DEALS}/batch/create",
+        json={
+            "inputs": [
+                {
+                    "properties": {"dealname": "linked"},
+                    "objectWriteTraceId": "t1",
+                    "associations": [association],
+                },
+                {
+                    "properties": {"dealname": "bad link"},
+                    "objectWriteTraceId": "t2",
+                    "associations": [{**association, "to": {"id": "987654"}}],
+                },
+                {
+                    "properties": {"dealname": "bad type"},
+                    "objectWriteTraceId": "t3",
+                    "associations": [
+                        {
+                            **association,
+                            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 5}],
+                        }
+                    ],
+                },
+            ]
+        },
+    )
+    assert response.status_code == 207
+    body = response.json()
+    (created,) = body["results"]
+    assert created["objectWriteTraceId"] == "t1"
+    assert sorted(c for e in body["errors"] for c in e["context"]["objectWriteTraceId"]) == ["t2", "t3"]
+    assert sandbox.contacts.contacts_of(created["id"]) == [contact]
+    read = client.post(DEAL_CONTACTS, json={"inputs": [{"id": created["id"]}]}).json()
+    assert read["results"][0]["to"][0]["toObjectId"] == int(contact)
+
+    single = client.post(DEALS, json={"properties": {"dealname": "one"}, "associations": [association]})
+    assert single.status_code == 201 and sandbox.contacts.contacts_of(single.json()["id"]) == [contact]
+
+
+def test_seeded_hubspot_twins_carry_their_pipedrive_persons_email() -> None:
+    now = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
+    hubspot = HubSpotSandbox(clock=lambda: now.timestamp())
+    pipedrive = PipedriveSandbox(api_token="t", now=lambda: now)
+    summary = seed_sandboxes(hubspot, pipedrive, None, deals=40, seed=5, now=now)
+    hubspot.close()
+    pipedrive.close()
+    assert len(summary.hubspot_deal_ids) == 10
+    for pipedrive_id, hubspot_id in zip(summary.pipedrive_deal_ids, summary.hubspot_deal_ids, strict=False):
+        person = pipedrive.persons[pipedrive.deals[pipedrive_id]["person_id"]]
+        (contact,) = hubspot.contacts.contacts_of(hubspot_id)
+        wired = hubspot.contacts.wire(contact, ["email"])
+        assert wired is not None and wired["properties"]["email"] == person["emails"][0]["value"]

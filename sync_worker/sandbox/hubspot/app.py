@@ -2,8 +2,10 @@
 
 Follows:
 - Deals, list paging (``limit``, ``after``, ``properties``, ``archived``) and batch
-  read/create/update/archive (max 100 inputs, 207 multi-status on partial failure):
+  read/create/update/archive (max 100 inputs, 207 multi-status on partial failure); creates accept
+  ``associations`` (``to.id`` + ``types`` of HUBSPOT_DEFINED type 3, deal -> contact):
   https://developers.hubspot.com/docs/api-reference/crm-deals-v3/guide
+- Contacts and v4 association reads: see :mod:`.contacts_api`.
 - Search (``filterGroups``, ``sorts``, ``properties``, ``limit`` up to 200, ``after``, ``total``;
   5 filter groups and 25 filters at most; paging past 10,000 results is a 400):
   https://developers.hubspot.com/docs/api-reference/search/guide
@@ -35,6 +37,7 @@ from starlette.routing import Route
 
 from sync_worker.sandbox.common import FaultConfig
 from sync_worker.sandbox.hubspot.access import Caller
+from sync_worker.sandbox.hubspot.contacts_api import contact_routes
 from sync_worker.sandbox.hubspot.state import HubSpotSandbox
 from sync_worker.sandbox.hubspot.wire import (
     SEARCH_RESULT_CAP,
@@ -99,6 +102,7 @@ def create_app(sandbox: HubSpotSandbox) -> Starlette:
             api.wrap("/crm/v3/objects/deals/{dealId}", api.deal),
             methods=["GET", "PATCH", "DELETE"],
         ),
+        *contact_routes(sandbox, api.wrap, _json),
         Route("/_sandbox/calls", admin.calls, methods=["GET"]),
         Route("/_sandbox/deals", admin.seed, methods=["POST"]),
         Route("/_sandbox/deals/{dealId}", admin.read, methods=["GET"]),
@@ -215,10 +219,14 @@ class _Api:
             props = body.get("properties")
             if not isinstance(props, dict):
                 raise ApiError(400, error_body("properties must be an object", "VALIDATION_ERROR"))
+            problems = sandbox.contacts.validate_associations(body.get("associations"))
+            if problems:
+                raise ApiError(400, error_body("; ".join(problems), "VALIDATION_ERROR"))
             source, source_id = sandbox.api_source()
-            return JSONResponse(
-                sandbox.create_deal(props, source=source, source_id=source_id), status_code=201
+            created = sandbox.create_deal(
+                props, source=source, source_id=source_id, contact_ids=_contact_ids(body)
             )
+            return JSONResponse(created, status_code=201)
         limit = min(_int_param(request.query_params.get("limit"), "limit", 10), _LIST_MAX)
         after = _int_param(request.query_params.get("after"), "after", 0)
         archived = request.query_params.get("archived", "false").lower() == "true"
@@ -382,10 +390,13 @@ class _Api:
             if not isinstance(props, dict):
                 raise ApiError(400, error_body("every input needs properties", "VALIDATION_ERROR"))
             problems = sandbox.validate(props, None)
-            if not problems:
+            wrong = sandbox.contacts.validate_associations(item.get("associations"))
+            if not problems and not wrong:
                 valid.append((item, props))
                 continue
-            message = "Property values were not valid: " + json.dumps(problems)
+            message = (
+                "Property values were not valid: " + json.dumps(problems) if problems else "; ".join(wrong)
+            )
             if not traced:
                 raise ApiError(400, error_body(message, "VALIDATION_ERROR"))
             errors.append(
@@ -400,11 +411,18 @@ class _Api:
         results = []
         with sandbox.batching():
             for item, props in valid:
-                created = sandbox.create_deal(props, source=source, source_id=source_id)
+                created = sandbox.create_deal(
+                    props, source=source, source_id=source_id, contact_ids=_contact_ids(item)
+                )
                 if traced:
                     created["objectWriteTraceId"] = str(item["objectWriteTraceId"])
                 results.append(created)
         return _batch_response(results, errors, started, ok_status=201)
+
+
+def _contact_ids(item: dict[str, Any]) -> list[str]:
+    """The contact ids of a validated create input's ``associations``."""
+    return [str(entry["to"]["id"]) for entry in item.get("associations") or []]
 
 
 def _object_not_found(deal_id: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 from sync_worker.sandbox.common import CallCounter, Faults, WebhookDeliverer
 from sync_worker.sandbox.hubspot import catalog
 from sync_worker.sandbox.hubspot.access import AccessControl
+from sync_worker.sandbox.hubspot.contacts import ContactBook
 from sync_worker.sandbox.hubspot.wire import ApiError, error_body, sign_v1, sign_v3, to_iso
 
 __all__ = ["DEFAULT_RETRY_DELAYS", "DEFAULT_SUBSCRIBED_PROPERTIES", "HubSpotSandbox", "HubSpotSandboxConfig"]
@@ -111,6 +112,8 @@ class HubSpotSandbox:
         self._lock = threading.RLock()
         self._deals: dict[str, _Deal] = {}
         self._ids = itertools.count(15_000_000_001)
+        self.contacts = ContactBook(self.now_ms)
+        """Contacts and deal <-> contact associations (:mod:`.contacts`)."""
         self._event_ids = itertools.count(100)
         self._subscriptions: dict[tuple[str, str], int] = {}
         self._deliverer: WebhookDeliverer | None = None
@@ -396,14 +399,26 @@ class HubSpotSandbox:
         if old:
             deal.properties[f"hs_date_exited_{old}"] = to_iso(now)
 
-    def create_deal(self, properties: Mapping[str, Any], *, source: str, source_id: str) -> dict[str, Any]:
-        """Create a deal after validation (400 on invalid properties) and announce it."""
+    def create_deal(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        source: str,
+        source_id: str,
+        contact_ids: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Create a deal after validation (400 on invalid properties) and announce it.
+
+        ``contact_ids`` (already checked to exist) are associated with the new deal.
+        """
         self._raise_invalid(self.validate(properties, None))
         now = self.now_ms()
         with self._lock:
             deal = _Deal(str(next(self._ids)), {}, now, now)
             self._apply(deal, {"pipeline": "default", "createdate": to_iso(now), **properties}, now)
             self._deals[deal.id] = deal
+            for contact_id in contact_ids:
+                self.contacts.associate(deal.id, contact_id)
             events = [self._event("deal.creation", deal.id, now, source, source_id, change_flag="CREATED")]
             events += self._property_events(deal, list(properties), now, source, source_id)
             self._emit(events)
@@ -436,6 +451,12 @@ class HubSpotSandbox:
             deal.updated_ms = now
             self._emit([self._event("deal.deletion", deal.id, now, source, source_id, change_flag="DELETED")])
             return True
+
+    def associate_contact(self, deal_id: str, contact_id: str) -> None:
+        """Associate a deal with a contact (seeding and tests); KeyError when either is unknown."""
+        if self.deal_properties(deal_id) is None or not self.contacts.exists(contact_id):
+            raise KeyError(f"unknown deal {deal_id} or contact {contact_id}")
+        self.contacts.associate(deal_id, contact_id)
 
     def simulate_user_change(
         self, deal_id: str, properties: Mapping[str, Any], *, user_id: int = 9_876_543

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     webhook_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    report_token: SecretStr | None = Field(
+        default=None, description="GET /report answers only requests carrying this token; unset: off"
+    )
     poll_interval_seconds: float = Field(default=300.0, gt=0)
     leak_scan_interval_seconds: float = Field(default=3600.0, gt=0)
     mappings_reload_seconds: float = Field(default=2.0, gt=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import time
@@ -71,6 +72,17 @@ class MappingsSource(Protocol):
 
     @property
     def current(self) -> Mappings: ...
+
+
+def _token_matches(request: Request, expected: str) -> bool:
+    """The report's secret from ``?token=``, ``X-Sync-Token`` or a bearer header (constant-time)."""
+    bearer = request.headers.get("authorization", "")
+    given = (
+        request.query_params.get("token")
+        or request.headers.get("x-sync-token")
+        or (bearer[7:] if bearer.lower().startswith("bearer ") else "")
+    )
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _outcome_for(exc: Exception) -> tuple[RequestOutcome, Response]:
@@ -211,6 +223,11 @@ class _Receiver:
     async def report(self, request: Request) -> Response:
         if self.report_store is None:
             return error_response(404, "not_found", "this receiver has no report store")
+        expected = self.settings.report_token
+        if expected is None:
+            return error_response(404, "report_disabled", "set SYNC_REPORT_TOKEN to serve the report")
+        if not _token_matches(request, expected.get_secret_value()):
+            return error_response(401, "unauthorized", "the report needs ?token= or an X-Sync-Token header")
         if self.mappings_holder is None:
             return error_response(
                 503, "mappings_unavailable", "the stage mappings are not loaded", headers=_RETRY_AFTER

@@ -14,7 +14,9 @@ from sync_worker.canonical import CanonicalRecord, StageKey
 from sync_worker.leaks import scan_leaks
 from sync_worker.mappings import Mappings
 from sync_worker.store import SyncStore
-from tests.receiver.conftest import NOW, Harness
+from tests.receiver.conftest import NOW, Harness, make_settings
+
+REPORT_TOKEN = "report-token-for-tests"
 
 DAY = timedelta(days=1)
 DOWN_URL = "postgresql://postgres@127.0.0.1:1/nothing"
@@ -62,7 +64,8 @@ def _samples(text: str, metric: str) -> dict[tuple[str, str], float]:
 def test_report_serves_the_html_page_from_the_store(
     make_harness: Callable[..., Harness], leaking: SyncStore
 ) -> None:
-    response = make_harness(clock=lambda: NOW).client.get("/report")
+    harness = make_harness(clock=lambda: NOW, settings=make_settings(report_token=REPORT_TOKEN))
+    response = harness.client.get("/report", headers={"X-Sync-Token": REPORT_TOKEN})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert response.headers["cache-control"] == "no-store"
@@ -77,7 +80,8 @@ def test_report_serves_the_html_page_from_the_store(
 def test_report_is_503_while_the_store_is_down(
     make_harness: Callable[..., Harness], down_store: SyncStore
 ) -> None:
-    response = make_harness(the_store=down_store).client.get("/report")
+    harness = make_harness(the_store=down_store, settings=make_settings(report_token=REPORT_TOKEN))
+    response = harness.client.get("/report", params={"token": REPORT_TOKEN})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "30"
     assert response.json()["error"] == "store_unavailable"
@@ -85,9 +89,22 @@ def test_report_is_503_while_the_store_is_down(
 
 
 def test_report_needs_the_mappings(make_harness: Callable[..., Harness], leaking: SyncStore) -> None:
-    response = make_harness(mappings_holder=None).client.get("/report")
+    harness = make_harness(mappings_holder=None, settings=make_settings(report_token=REPORT_TOKEN))
+    response = harness.client.get("/report", headers={"Authorization": f"Bearer {REPORT_TOKEN}"})
     assert response.status_code == 503
     assert response.json()["error"] == "mappings_unavailable"
+
+
+def test_report_is_off_without_a_token_and_refuses_a_wrong_one(
+    make_harness: Callable[..., Harness], leaking: SyncStore
+) -> None:
+    off = make_harness().client.get("/report")
+    assert off.status_code == 404 and off.json()["error"] == "report_disabled"
+    assert "SYNC_REPORT_TOKEN" in off.json()["detail"]
+    guarded = make_harness(settings=make_settings(report_token=REPORT_TOKEN)).client
+    for attempt in (guarded.get("/report"), guarded.get("/report", params={"token": "wrong"})):
+        assert attempt.status_code == 401
+        assert "Deal" not in attempt.text
 
 
 def test_metrics_export_open_flags_and_amounts_at_risk_by_rule_and_stage(

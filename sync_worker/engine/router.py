@@ -22,17 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sync_worker.canonical import CanonicalRecord, RecordKind, StageModel
+from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
 from sync_worker.engine.ingest import Observation, field_value
 from sync_worker.engine.model import EngineConfig, system_rank
 from sync_worker.engine.routing import EngineRoute, routes_for
+from sync_worker.mappings import Mappings
 from sync_worker.store import StoredRecord, SyncStore
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["PAYLOAD_VERSION", "Target", "create_key", "find_target", "plan_fields", "route_observation"]
 
@@ -198,6 +202,13 @@ def _payload(
     return payload
 
 
+def _representable(mappings: object, target: str, stage: str) -> bool:
+    """Whether ``target``'s mapping names a stage (or status) to write for canonical ``stage``."""
+    if not isinstance(mappings, Mappings):
+        return True
+    return mappings.to_target(target, StageKey(stage)) is not None
+
+
 def route_observation(
     store: SyncStore,
     mappings: object,
@@ -219,6 +230,10 @@ def route_observation(
         if target is None and not (route.create and record.kind in ("deal", "lead")):
             continue
         fields = plan_fields(route, obs, target, model)
+        if "stage" in fields and not _representable(mappings, route.target, str(fields["stage"])):
+            # `mappings validate` warned about this gap; the other fields still flow.
+            _log.info("%s has no stage for canonical %r: stage not written", route.target, fields["stage"])
+            del fields["stage"]
         if not fields:
             continue
         payload = _payload(route, obs, target, fields)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from sync_worker.canonical import (
     StageKey,
@@ -69,6 +70,20 @@ def test_pipedrive_stage_change_reaches_the_linked_hubspot_deal(world: World) ->
     (update,) = world.hubspot.updates
     assert update.external_id == "15" and update.stage is StageKey.PROPOSAL
     assert world.pipedrive.updates == []
+
+
+def test_a_stage_the_target_cannot_hold_is_skipped_and_the_other_fields_still_flow(world: World) -> None:
+    world.linked_pair()
+    # When the Pipedrive deal goes back to "prospect" (stock HubSpot has no stage for it) and its
+    # amount changes in the same edit
+    world.service.ingest_record(
+        deal("pipedrive", "7", StageKey.PROSPECT, T0, change_source="app:9001", amount=Decimal("4200"))
+    )
+    world.push_all()
+    # Then HubSpot gets the amount without a stage: nothing fails, nothing is dead-lettered
+    (update,) = world.hubspot.updates
+    assert update.external_id == "15" and update.stage is None and update.amount == Decimal("4200")
+    assert world.store.list_dead_letters() == []
 
 
 def test_crm_win_sets_the_lead_status_with_its_email(world: World) -> None:

@@ -20,7 +20,7 @@ from typing import Protocol
 from sync_worker.canonical import CanonicalRecord
 from sync_worker.connector import Connector
 from sync_worker.engine.fullpull import record_full_pull
-from sync_worker.engine.ingest import observe
+from sync_worker.engine.ingest import as_recovery, observe, route_marker
 from sync_worker.engine.model import EngineConfig, IngestResult, PullStats, PushStats
 from sync_worker.engine.normalise import normalise_events
 from sync_worker.engine.push import push_target
@@ -94,8 +94,15 @@ class SyncService:
     # -- records -------------------------------------------------------------------------------
 
     def ingest_record(self, record: CanonicalRecord) -> IngestResult:
-        """Store one record from its source, then route it unless it is stale or our own echo."""
+        """Store one record from its source, then route it unless it is stale or our own echo.
+
+        Storing and routing are separate transactions, so a marker key is held between them: if a
+        worker dies after storing, the next ingest of the record (the redelivered message, or a
+        poll) finds the marker and routes it again as a recovery (:func:`as_recovery`).
+        """
         mappings = self.mappings()
+        marker = route_marker(record)
+        interrupted = not self._store.claim_key(marker)
         obs = observe(
             self._store,
             record,
@@ -103,9 +110,12 @@ class SyncService:
             echo_window=self._config.echo_window,
             clock=self._clock,
         )
+        if interrupted and obs.change.applied and not obs.echo:
+            obs = as_recovery(obs)
         queued = route_observation(
             self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
         )
+        self._store.release_key(marker)
         return IngestResult(
             source=record.source,
             external_id=record.external_id,

@@ -65,9 +65,11 @@ class InboxStore(Protocol):
 
     def accept_events(self, source: str, events: Sequence[WebhookEvent]) -> AcceptResult: ...
 
-    def mark_enqueued(self, ids: Iterable[int]) -> int: ...
+    def mark_enqueued(self, ids: Iterable[int], *, requeued: bool = False) -> int: ...
 
-    def pending_enqueue(self, older_than: timedelta, limit: int = 100) -> list[InboxEvent]: ...
+    def pending_enqueue(
+        self, older_than: timedelta, limit: int = 100, *, stale_after: timedelta | None = None
+    ) -> list[InboxEvent]: ...
 
     def get_inbox_event(self, inbox_id: int) -> InboxEvent | None: ...
 
@@ -127,11 +129,11 @@ def _enqueue_all(ids: Sequence[int], enqueue: Enqueue) -> tuple[list[int], bool]
     return done, False
 
 
-def _mark_enqueued(store: InboxStore, ids: Sequence[int]) -> None:
+def _mark_enqueued(store: InboxStore, ids: Sequence[int], *, requeued: bool = False) -> None:
     if not ids:
         return
     try:
-        store.mark_enqueued(ids)
+        store.mark_enqueued(ids, requeued=requeued)
     except StoreUnavailableError:
         # Already queued; the sweeper may queue them again and the worker applies them once.
         _log.warning("could not mark %d inbox event(s) enqueued: store unavailable", len(ids))
@@ -189,27 +191,34 @@ def accept_webhook(
     return result
 
 
+STALE_AFTER = timedelta(minutes=10)
+"""An enqueued event still unprocessed after this long is enqueued again by the sweeper."""
+
+
 def sweep_inbox(
     store: InboxStore,
     enqueue: Enqueue,
     *,
     older_than: timedelta = timedelta(seconds=30),
+    stale_after: timedelta = STALE_AFTER,
     batch_size: int = 200,
     max_batches: int = 50,
     metrics: ReceiverMetrics | None = None,
 ) -> SweepResult:
-    """Enqueue inbox events stored at least ``older_than`` ago and never enqueued.
+    """Enqueue inbox events stored at least ``older_than`` ago and never enqueued, and events
+    enqueued ``stale_after`` ago that are still not processed (their message was lost when Redis
+    restarted without its data; handling is idempotent, so a duplicate message is harmless).
 
     ``older_than`` leaves in-flight requests time to enqueue their own events. Stops at the first
     broker failure. Raises :class:`~sync_worker.errors.StoreUnavailableError` if the store is down.
     """
     total = 0
     for _ in range(max_batches):
-        pending = store.pending_enqueue(older_than, batch_size)
+        pending = store.pending_enqueue(older_than, batch_size, stale_after=stale_after)
         if not pending:
             break
         done, failed = _enqueue_all([event.id for event in pending], enqueue)
-        _mark_enqueued(store, done)
+        _mark_enqueued(store, done, requeued=True)
         total += len(done)
         if failed:
             return _swept(total, True, metrics)

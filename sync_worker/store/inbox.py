@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, and_, func, or_, select, update
 
 from sync_worker.canonical import WebhookEvent
 from sync_worker.store.base import StoreBase, dialect_insert, dump_json, load_json
@@ -76,31 +76,43 @@ class InboxMixin(StoreBase):
                     new_ids.append(new_id)
         return AcceptResult(new_ids=tuple(new_ids), duplicates=duplicates)
 
-    def mark_enqueued(self, ids: Iterable[int], *, at: datetime | None = None) -> int:
-        """Record that these inbox events were handed to the broker; how many rows changed."""
+    def mark_enqueued(self, ids: Iterable[int], *, at: datetime | None = None, requeued: bool = False) -> int:
+        """Record that these inbox events were handed to the broker; how many rows changed.
+
+        The first enqueue time is kept, unless ``requeued``: the sweeper sent an unprocessed event
+        again (its earlier message was lost with Redis's data), so its clock starts over.
+        """
         wanted = list(ids)
         if not wanted:
             return 0
         when = as_utc(at) if at is not None else self._now()
+        pending = inbox.c.processed_at.is_(None) if requeued else inbox.c.enqueued_at.is_(None)
         with self._write() as conn:
             result = conn.execute(
-                update(inbox)
-                .where(inbox.c.id.in_(wanted), inbox.c.enqueued_at.is_(None))
-                .values(enqueued_at=when)
+                update(inbox).where(inbox.c.id.in_(wanted), pending).values(enqueued_at=when)
             )
             return int(result.rowcount)
 
     def pending_enqueue(
-        self, older_than: timedelta, limit: int = 100, *, now: datetime | None = None
+        self,
+        older_than: timedelta,
+        limit: int = 100,
+        *,
+        now: datetime | None = None,
+        stale_after: timedelta | None = None,
     ) -> list[InboxEvent]:
-        """Events stored but never enqueued for at least ``older_than``, oldest first (for the sweeper)."""
-        cutoff = (as_utc(now) if now is not None else self._now()) - older_than
+        """Events for the sweeper, oldest first: stored but never enqueued for at least
+        ``older_than``; and with ``stale_after``, also enqueued that long ago and still not
+        processed (their message may have been lost, e.g. Redis restarted without its data)."""
+        current = as_utc(now) if now is not None else self._now()
+        never = and_(inbox.c.enqueued_at.is_(None), inbox.c.received_at <= current - older_than)
+        wanted = never
+        if stale_after is not None:
+            lost = and_(inbox.c.processed_at.is_(None), inbox.c.enqueued_at <= current - stale_after)
+            wanted = or_(never, lost)
         with self._read() as conn:
             rows = conn.execute(
-                select(inbox)
-                .where(inbox.c.enqueued_at.is_(None), inbox.c.received_at <= cutoff)
-                .order_by(inbox.c.received_at, inbox.c.id)
-                .limit(limit)
+                select(inbox).where(wanted).order_by(inbox.c.received_at, inbox.c.id).limit(limit)
             )
             return [_inbox_event(row) for row in rows]
 

@@ -114,6 +114,26 @@ def test_pending_enqueue_and_mark_enqueued(store: SyncStore, clock: FakeClock) -
     assert store.mark_enqueued([]) == 0
 
 
+def test_enqueued_but_unprocessed_events_come_back_once_overdue(store: SyncStore, clock: FakeClock) -> None:
+    # Given two events enqueued, one of them processed since
+    a, b = store.accept_events("hubspot", [_event("a"), _event("b")]).new_ids
+    store.mark_enqueued([a, b])
+    store.mark_processed(b)
+    stale = timedelta(minutes=10)
+    # Then neither is swept before its message is overdue
+    clock.advance(timedelta(minutes=9))
+    assert store.pending_enqueue(timedelta(seconds=30), stale_after=stale) == []
+    # When the unprocessed one's message is overdue (Redis lost it), only it comes back
+    clock.advance(timedelta(minutes=2))
+    assert [e.id for e in store.pending_enqueue(timedelta(seconds=30), stale_after=stale)] == [a]
+    assert store.pending_enqueue(timedelta(seconds=30)) == []  # without stale_after: never-enqueued only
+    # And once sent again its clock starts over; a processed event is never re-marked
+    assert store.mark_enqueued([a, b], requeued=True) == 1
+    assert store.pending_enqueue(timedelta(seconds=30), stale_after=stale) == []
+    requeued = store.get_inbox_event(a)
+    assert requeued is not None and requeued.enqueued_at == clock.now
+
+
 def test_mark_processed_drains_the_inbox_depth(store: SyncStore) -> None:
     a, _ = store.accept_events("hubspot", [_event("a"), _event("b")]).new_ids
     assert store.inbox_depth() == 2

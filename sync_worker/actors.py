@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -42,7 +43,7 @@ from dramatiq import Actor, Broker, Message
 
 from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
-from sync_worker.errors import ConfigError, PermanentError
+from sync_worker.errors import ConfigError, PermanentError, TransientError
 from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.store.models import DeadLetter, OutboxItem
@@ -58,7 +59,9 @@ __all__ = [
     "ActorService",
     "ActorStore",
     "LocalPushGuard",
+    "LocalPushLock",
     "PushGuard",
+    "PushLock",
     "ReplayStore",
     "actor_named",
     "broker_enqueue",
@@ -67,6 +70,7 @@ __all__ = [
     "configured_store",
     "current_context",
     "poll_source",
+    "prepare_targets_job",
     "process_inbox_event",
     "push_target",
     "record_dead_items",
@@ -88,6 +92,12 @@ _POLL_TIME_LIMIT_MS: Final = 2 * 3600 * 1000  # a full poll of a large account s
 
 PushGuard = Callable[[str, int], bool]
 """``guard(target, ttl_ms)``: True when the caller should send the push (nobody did in ``ttl_ms``)."""
+
+PushLock = Callable[[str], AbstractContextManager[None]]
+"""``with lock(target):`` one push of ``target`` at a time, so two workers never send the same
+outbox items; :class:`~sync_worker.errors.TransientError` when the lock is not had in time."""
+
+PUSH_LOCK_WAIT_SECONDS: Final = 60.0
 
 
 class ActorService(Protocol):
@@ -125,6 +135,26 @@ class ReplayStore(DeadLetterSink, Protocol):
     ) -> int | None: ...
 
 
+class LocalPushLock:
+    """A :data:`PushLock` for one process: a lock per target."""
+
+    def __init__(self, wait: float = PUSH_LOCK_WAIT_SECONDS) -> None:
+        self._wait = wait
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def __call__(self, target: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(target, threading.Lock())
+        if not lock.acquire(timeout=self._wait):
+            raise TransientError(f"another push of {target} is still running")
+        try:
+            yield
+        finally:
+            lock.release()
+
+
 class LocalPushGuard:
     """A :data:`PushGuard` for one process (tests, the one-shot ``sync`` command)."""
 
@@ -159,6 +189,8 @@ class ActorContext:
     push_window: timedelta = timedelta(seconds=2)
     push_guard: PushGuard = field(default_factory=LocalPushGuard)
     alert_push: Callable[[int], PushStats] | None = None
+    push_lock: PushLock = field(default_factory=LocalPushLock)
+    prepare: Callable[[], object] | None = None
 
     def require_service(self) -> ActorService:
         if self.service is None:
@@ -180,6 +212,8 @@ def configure_actors(
     push_window: timedelta = timedelta(seconds=2),
     push_guard: PushGuard | None = None,
     alert_push: Callable[[int], PushStats] | None = None,
+    push_lock: PushLock | None = None,
+    prepare: Callable[[], object] | None = None,
 ) -> ActorContext:
     """Set the worker process's context (call before the worker starts consuming)."""
     global _context
@@ -192,6 +226,8 @@ def configure_actors(
         push_window=push_window,
         push_guard=push_guard if push_guard is not None else LocalPushGuard(),
         alert_push=alert_push,
+        push_lock=push_lock if push_lock is not None else LocalPushLock(),
+        prepare=prepare,
     )
     with _context_lock:
         _context = context
@@ -267,13 +303,15 @@ def push_target(target: str) -> None:
     without an alert webhook it is a :class:`ConfigError`.
     """
     context = current_context()
-    if target == ALERT_TARGET:
-        if context.alert_push is None:
-            raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
-        stats = context.alert_push(PUSH_BATCH)
-    else:
-        stats = context.require_service().push(target, limit=PUSH_BATCH)
-    record_dead_items(context.store, stats.dead)
+    if target == ALERT_TARGET and context.alert_push is None:
+        raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
+    with context.push_lock(target):
+        if target == ALERT_TARGET:
+            assert context.alert_push is not None
+            stats = context.alert_push(PUSH_BATCH)
+        else:
+            stats = context.require_service().push(target, limit=PUSH_BATCH)
+        record_dead_items(context.store, stats.dead)
     if stats.items >= PUSH_BATCH:
         push_target.send(target)  # more are due: keep draining
 
@@ -306,6 +344,15 @@ def scan_leaks_job() -> None:
     schedule_pushes(context, targets)
 
 
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
+def prepare_targets_job() -> None:
+    """Create what the service writes in the targets (HubSpot deal properties) when missing."""
+    context = current_context()
+    if context.prepare is None:
+        raise ConfigError("actors have no target preparation: the worker runtime was not built")
+    context.prepare()
+
+
 def _queued_alerts(outcome: object) -> bool:
     """Whether a scan outcome queued alerts; an outcome that does not say (not a ScanResult) may have."""
     alerts = getattr(outcome, "alerts", None)
@@ -321,6 +368,7 @@ def sweep_inbox_job() -> None:
 
 ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (
     process_inbox_event,
+    prepare_targets_job,
     poll_source,
     push_target,
     scan_leaks_job,

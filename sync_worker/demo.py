@@ -204,6 +204,7 @@ def _service(settings: Settings, host: str, port: int) -> Iterator[tuple[Any, An
     from sync_worker.sandbox.common import serve_in_thread
 
     runtime = build_runtime(settings, coalesce_window=timedelta(milliseconds=300))
+    runtime.prepare_targets()
     broker = install_broker(build_broker(settings, middleware=broker_middleware(), namespace=DEMO_NAMESPACE))
     runtime.configure_actors()
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)

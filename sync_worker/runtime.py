@@ -20,7 +20,8 @@ gives the actors :meth:`Runtime.push_alerts` for ``push_target("alert")``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -29,13 +30,14 @@ import dramatiq
 import redis
 from dramatiq import Broker
 
-from sync_worker.actors import configure_actors
+from sync_worker.actors import PushLock, configure_actors
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService
 from sync_worker.engine.model import PushStats
-from sync_worker.errors import ConfigError
+from sync_worker.errors import ConfigError, TransientError
 from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
+from sync_worker.locks import RedisLock
 from sync_worker.mappings import Mappings, MappingsHolder
 from sync_worker.ratelimit import RedisRateLimiter, limiter_for
 from sync_worker.settings import Settings
@@ -52,6 +54,7 @@ __all__ = [
     "enabled_streams",
     "redis_client",
     "redis_push_guard",
+    "redis_push_lock",
     "worker_broker",
 ]
 
@@ -121,6 +124,22 @@ def build_connectors(
     return built
 
 
+def redis_push_lock(client: redis.Redis, *, ttl: float = 300.0, wait: float = 60.0) -> PushLock:
+    """One push per target across every worker: a lease lock ``push:<target>`` in Redis."""
+
+    @contextmanager
+    def hold(target: str) -> Iterator[None]:
+        lock = RedisLock(client, f"push:{target}", ttl=ttl)
+        if not lock.acquire(blocking=True, timeout=wait):
+            raise TransientError(f"another worker is still pushing to {target}")
+        try:
+            yield
+        finally:
+            lock.release()
+
+    return hold
+
+
 def redis_push_guard(client: redis.Redis) -> Callable[[str, int], bool]:
     """A push guard shared by every worker: ``SET sync-worker:push-scheduled:<target> NX PX ttl``."""
 
@@ -178,6 +197,20 @@ class Runtime:
             self.store, url, self.alert_client, now=self.clock(), limit=limit, config=self.service.config
         )
 
+    def prepare_targets(self) -> list[str]:
+        """Create the custom deal properties the service writes in HubSpot (leak flags, the Pipedrive
+        id) when missing; idempotent. Run by the scheduler's ``prepare_targets`` job, not at every
+        worker start, so N workers do not race to create them. The names created."""
+        from connectors.hubspot import HubSpotConnector
+
+        hubspot = self.connectors.get("hubspot")
+        if not isinstance(hubspot, HubSpotConnector):
+            return []
+        created = [*hubspot.ensure_flag_properties(), *hubspot.ensure_identity_properties()]
+        if created:
+            _log.info("hubspot: created deal properties %s", ", ".join(created))
+        return created
+
     def configure_actors(self) -> None:
         """Give this process's actors the store, service, leak scan and push scheduling."""
         configure_actors(
@@ -187,6 +220,8 @@ class Runtime:
             push_targets=tuple(self.connectors),
             push_window=self.service.config.coalesce_window,
             push_guard=redis_push_guard(self.redis),
+            push_lock=redis_push_lock(self.redis),
+            prepare=self.prepare_targets,
             alert_push=self.push_alerts if self.settings.alerts.webhook_url is not None else None,
         )
 

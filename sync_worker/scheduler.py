@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from sync_worker.actors import poll_source, push_target, scan_leaks_job, sweep_inbox_job
+from sync_worker.actors import poll_source, prepare_targets_job, push_target, scan_leaks_job, sweep_inbox_job
 from sync_worker.broker import enqueue_errors
+from sync_worker.engine.fullpull import DEAL_STREAMS
 from sync_worker.errors import TransientError
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.settings import Settings
@@ -61,11 +62,12 @@ class LeaseLock(Protocol):
 
 @dataclass(frozen=True)
 class Job:
-    """Send one message every ``interval`` seconds."""
+    """Send one message every ``interval`` seconds, the first ``first_after`` seconds after start."""
 
     name: str
     interval: float
     send: Callable[[], object]
+    first_after: float = 0.0
 
     def __post_init__(self) -> None:
         if self.interval <= 0:
@@ -75,7 +77,8 @@ class Job:
 def scheduled_jobs(
     settings: Settings, streams: Mapping[str, Sequence[str]], *, push_targets: Sequence[str] | None = None
 ) -> list[Job]:
-    """The jobs of a scheduler: polls per source and stream, pushes, the inbox sweep, the leak scan.
+    """The jobs of a scheduler: polls per source and stream, a periodic full pull of each CRM's
+    deals (so deals that vanished are flagged "dropped"), pushes, the inbox sweep, the leak scan.
 
     ``streams`` maps each enabled source to its polled streams
     (:func:`sync_worker.runtime.enabled_streams`); ``push_targets`` default to those sources.
@@ -88,10 +91,22 @@ def scheduled_jobs(
         for source, names in streams.items()
         for stream in names
     ]
+    jobs += [
+        Job(
+            f"full:{source}:{DEAL_STREAMS[source]}",
+            settings.full_pull_interval_seconds,
+            functools.partial(poll_source.send, source, DEAL_STREAMS[source], True),
+            first_after=settings.full_pull_interval_seconds,  # the first incremental poll reads everything
+        )
+        for source in streams
+        if source in DEAL_STREAMS
+    ]
     targets = list(streams) if push_targets is None else list(push_targets)
     if settings.alerts.webhook_url is not None and ALERT_TARGET not in targets:
         targets.append(ALERT_TARGET)
     jobs += [Job(f"push:{target}", poll, functools.partial(push_target.send, target)) for target in targets]
+    # Once a day, and first thing: the custom fields the service writes exist in the targets.
+    jobs.append(Job("prepare_targets", 86400.0, prepare_targets_job.send))
     jobs.append(Job("sweep_inbox", min(SWEEP_INTERVAL_SECONDS, poll), sweep_inbox_job.send))
     jobs.append(Job("scan_leaks", settings.leak_scan_interval_seconds, scan_leaks_job.send))
     return jobs
@@ -141,7 +156,7 @@ class Scheduler:
         sent: list[str] = []
         refused: tuple[type[BaseException], ...] = (TransientError, *enqueue_errors())
         for job in self.jobs:
-            if self._next.get(job.name, now) > now:
+            if self._next.setdefault(job.name, now + job.first_after) > now:
                 continue
             try:
                 job.send()

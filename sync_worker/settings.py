@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     )
     poll_interval_seconds: float = Field(default=300.0, gt=0)
     leak_scan_interval_seconds: float = Field(default=3600.0, gt=0)
+    full_pull_interval_seconds: float = Field(
+        default=86400.0,
+        gt=0,
+        description="how often each CRM's deals are pulled in full (finds vanished deals)",
+    )
     mappings_reload_seconds: float = Field(default=2.0, gt=0)
     hubspot: HubSpotSettings = HubSpotSettings()
     pipedrive: PipedriveSettings = PipedriveSettings()

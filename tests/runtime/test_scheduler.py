@@ -65,9 +65,13 @@ def test_a_refused_send_is_retried_soon_not_after_a_whole_interval() -> None:
 def test_scheduled_jobs_cover_streams_pushes_sweep_and_scan(
     stub_broker: StubBroker, enqueue_log: EnqueueLog
 ) -> None:
-    settings = Settings(poll_interval_seconds=30, leak_scan_interval_seconds=900)
+    settings = Settings(
+        poll_interval_seconds=30, leak_scan_interval_seconds=900, full_pull_interval_seconds=3600
+    )
     jobs = scheduled_jobs(settings, {"hubspot": ("deals", "deals_archived"), "pipedrive": ("deals",)})
     assert {job.name: job.interval for job in jobs} == {
+        "full:hubspot:deals": 3600,
+        "full:pipedrive:deals": 3600,
         "poll:hubspot:deals": 30,
         "poll:hubspot:deals_archived": 30,
         "poll:pipedrive:deals": 30,
@@ -75,6 +79,7 @@ def test_scheduled_jobs_cover_streams_pushes_sweep_and_scan(
         "push:pipedrive": 30,
         "sweep_inbox": 30,
         "scan_leaks": 900,
+        "prepare_targets": 86400,
     }
     Scheduler(jobs).run_once(0.0)
     sent = sorted((name, args) for name, args, _ in enqueue_log.sent)
@@ -82,10 +87,22 @@ def test_scheduled_jobs_cover_streams_pushes_sweep_and_scan(
         ("poll_source", ("hubspot", "deals")),
         ("poll_source", ("hubspot", "deals_archived")),
         ("poll_source", ("pipedrive", "deals")),
+        ("prepare_targets_job", ()),
         ("push_target", ("hubspot",)),
         ("push_target", ("pipedrive",)),
         ("scan_leaks_job", ()),
         ("sweep_inbox_job", ()),
+    ]
+    # The full pulls wait one interval (the first incremental poll reads everything anyway)
+    scheduler = Scheduler(jobs)
+    scheduler.run_once(0.0)
+    enqueue_log.sent.clear()
+    assert "full:hubspot:deals" not in scheduler.run_once(1800.0)
+    assert {"full:hubspot:deals", "full:pipedrive:deals"} <= set(scheduler.run_once(3600.0))
+    fulls = sorted((name, args) for name, args, _ in enqueue_log.sent if args[-1:] == (True,))
+    assert fulls == [
+        ("poll_source", ("hubspot", "deals", True)),
+        ("poll_source", ("pipedrive", "deals", True)),
     ]
 
 

@@ -424,7 +424,7 @@ def test_lgm_reply_webhook_verifies_and_parses(
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/15")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/10")
     try:
         client.ping()
     except redis.RedisError:

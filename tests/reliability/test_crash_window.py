@@ -1,0 +1,53 @@
+"""The crash window between storing a change and queueing its writes, made deterministic.
+
+``SyncService.ingest_record`` stores the record (``observe`` -> ``upsert_record``, one transaction)
+and only then queues the routed writes (``route_observation`` -> ``enqueue_outbox``, more
+transactions); the inbox event is marked processed last. A worker killed between the first commit
+and the second leaves the new state stored with nothing queued; the redelivered message then sees
+no change, so without the routing marker (``engine.ingest.route_marker``) the change would never
+reach the other CRM; the worker-kill test hit this window now and then. Here the "kill" is an
+injected failure of the first outbox write (``mock.patch`` for an injected fault, house rule 12).
+"""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+
+from sync_worker.canonical import StageKey
+from sync_worker.mappings import Mappings
+from sync_worker.store import SyncStore
+from tests.engine.fakes import T0, FakeClock
+from tests.engine.world import World, deal
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs in this process."""
+
+
+def test_a_change_stored_but_not_yet_routed_is_routed_on_redelivery(
+    store: SyncStore, mappings: Mappings
+) -> None:
+    clock = FakeClock()
+    world = World(store, mappings, clock)
+    world.linked_pair(StageKey.CONTACTED)
+    change = deal("pipedrive", "7", StageKey.MEETING, T0)
+    # When the worker dies right after the record is stored, before its write is queued
+    with mock.patch.object(SyncStore, "enqueue_outbox", side_effect=_Killed), pytest.raises(_Killed):
+        world.service.ingest_record(change)
+    assert world.due("hubspot") == []
+    # And the message is redelivered to a new worker
+    world.service.ingest_record(change)
+    # Then the HubSpot write is queued
+    due = world.due("hubspot")
+    assert len(due) == 1 and due[0].payload["fields"]["stage"]["v"] == StageKey.MEETING.value
+
+
+def test_without_a_crash_the_same_change_is_queued_once(store: SyncStore, mappings: Mappings) -> None:
+    world = World(store, mappings, FakeClock())
+    world.linked_pair(StageKey.CONTACTED)
+    change = deal("pipedrive", "7", StageKey.MEETING, T0)
+    world.service.ingest_record(change)
+    world.service.ingest_record(change)  # a plain redelivery
+    assert len(world.due("hubspot")) == 1

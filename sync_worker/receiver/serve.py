@@ -12,6 +12,7 @@ https://www.uvicorn.org/deployment/#running-programmatically
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -64,6 +65,8 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) ->
     broker = build_broker(settings)
     connectors = build_webhook_sources(settings, holder.current, clock=clock)
     holder.start()
+    if threading.current_thread() is threading.main_thread():
+        holder.install_sighup()  # `kill -HUP` reloads the mappings now (workers: dramatiq restarts on HUP)
     return create_app(
         settings,
         store=store,

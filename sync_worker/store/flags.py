@@ -25,7 +25,7 @@ from sync_worker.store.models import FlagRule, StoredFlag
 from sync_worker.store.schema import leak_flags, write_memory
 from sync_worker.store.types import as_utc
 
-__all__ = ["FlagsMixin", "value_hash"]
+__all__ = ["FlagsMixin", "flag_from_row", "value_hash"]
 
 
 def value_hash(value: object) -> str:
@@ -106,7 +106,7 @@ class FlagsMixin(StoreBase):
             if rules is not None:
                 stmt = stmt.where(leak_flags.c.rule.in_(list(rules)))
             rows = conn.execute(stmt.values(cleared_at=when).returning(*leak_flags.c)).all()
-            return sorted((_flag(row) for row in rows), key=lambda flag: flag.id)
+            return sorted((flag_from_row(row) for row in rows), key=lambda flag: flag.id)
 
     def open_flags(self, *, rule: FlagRule | None = None, record_id: int | None = None) -> list[StoredFlag]:
         """Flags not cleared yet, oldest first."""
@@ -117,12 +117,12 @@ class FlagsMixin(StoreBase):
             if record_id is not None:
                 query = query.where(leak_flags.c.record_id == record_id)
             rows = conn.execute(query.order_by(leak_flags.c.raised_at, leak_flags.c.id))
-            return [_flag(row) for row in rows]
+            return [flag_from_row(row) for row in rows]
 
     def get_flag(self, flag_id: int) -> StoredFlag | None:
         with self._read() as conn:
             row = conn.execute(select(leak_flags).where(leak_flags.c.id == flag_id)).one_or_none()
-            return _flag(row) if row is not None else None
+            return flag_from_row(row) if row is not None else None
 
     def mark_flag_written(self, flag_id: int, *, at: datetime | None = None) -> None:
         """Record that the flag was written back onto the deal in its CRM."""
@@ -188,7 +188,8 @@ class FlagsMixin(StoreBase):
             return int(conn.execute(delete(write_memory).where(write_memory.c.written_at < cutoff)).rowcount)
 
 
-def _flag(row: Row[Any]) -> StoredFlag:
+def flag_from_row(row: Row[Any]) -> StoredFlag:
+    """A ``leak_flags`` row (extra joined columns are ignored) as a :class:`StoredFlag`."""
     m = row._mapping
     return StoredFlag(
         id=m["id"],

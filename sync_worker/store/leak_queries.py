@@ -47,6 +47,7 @@ from sqlalchemy import (
 
 from sync_worker.canonical import RecordKind, StageKey
 from sync_worker.store.base import dialect_insert
+from sync_worker.store.flags import flag_from_row
 from sync_worker.store.models import FlagRule, StoredFlag
 from sync_worker.store.schema import leak_flags, link_members, outbox, records, stage_history
 from sync_worker.store.types import UTCDateTime
@@ -423,21 +424,7 @@ def _flagged_query() -> Select[Any]:
 
 def _flagged(row: Row[Any]) -> FlaggedRecord:
     m = row._mapping
-    flag = StoredFlag(
-        id=m["id"],
-        record_id=m["record_id"],
-        rule=m["rule"],
-        raised_at=m["raised_at"],
-        reason=m["reason"],
-        stage=StageKey(m["stage"]) if m["stage"] is not None else None,
-        since=m["since"],
-        days_in_stage=m["days_in_stage"],
-        amount=m["amount"],
-        weighted_amount=m["weighted_amount"],
-        cleared_at=m["cleared_at"],
-        written_to_crm_at=m["written_to_crm_at"],
-        alerted_at=m["alerted_at"],
-    )
+    flag = flag_from_row(row)
     return FlaggedRecord(flag, m["source"], m["kind"], m["external_id"], m["title"])
 
 

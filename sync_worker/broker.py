@@ -22,12 +22,14 @@ heartbeat on every broker command (each consumer polls at least once a second wh
 whose heartbeat is older than ``heartbeat_timeout`` is dead; the next *maintenance* pass run by a
 live worker on that queue puts its unacknowledged messages back. Dramatiq's defaults (60 s timeout,
 maintenance on 1 in 1,000 commands) can take minutes; we use :data:`HEARTBEAT_TIMEOUT_MS` = 15 s
-and :data:`MAINTENANCE_CHANCE` = 200,000 per million (one command in five), so with one live
-worker polling a queue the messages of a killed worker come back in about 15-25 s (the chance of
-no maintenance in 30 polls is 0.8**30, about 0.1 %). The cost: a worker stalled for more than 15 s
-without touching Redis is taken for dead and its messages run twice, which the actors tolerate
-(every handler is idempotent). Maintenance is a few cheap commands; Dramatiq's dead-message queue
-keeps failed messages for :data:`DEAD_MESSAGE_TTL_MS` (3 days) since the store holds the real copy.
+and :data:`MAINTENANCE_CHANCE` = every fetch, so the first fetch a live worker makes on a queue
+after the timeout puts a killed worker's messages back (15-20 s in the reliability suite). A
+chance of one fetch in five was not enough: a busy consumer fetches only when its prefetch buffer
+runs dry, and under load a redelivery once took over a minute. Maintenance with no dead worker is
+two range reads on small sorted sets. The cost of the short timeout: a worker stalled for more than
+15 s without touching Redis is taken for dead and its messages run twice, which the actors tolerate
+(every handler is idempotent). Dramatiq's dead-message queue keeps failed messages for
+:data:`DEAD_MESSAGE_TTL_MS` (3 days) since the store holds the real copy.
 
 Dramatiq references: brokers and middleware https://dramatiq.io/reference.html, the Redis broker
 https://dramatiq.io/reference.html#dramatiq.brokers.redis.RedisBroker (``heartbeat_timeout``,
@@ -88,7 +90,7 @@ _log = logging.getLogger(__name__)
 
 BROKER_NAMESPACE: Final = "sync-worker"
 HEARTBEAT_TIMEOUT_MS: Final = 15_000
-MAINTENANCE_CHANCE: Final = 200_000
+MAINTENANCE_CHANCE: Final = 1_000_000  # out of Dramatiq's MAINTENANCE_SCALE of a million
 DEAD_MESSAGE_TTL_MS: Final = 3 * 24 * 3600 * 1000
 
 NOT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (PermanentError, ConfigError, MappingError)

@@ -43,7 +43,7 @@ from dramatiq import Actor, Broker, Message
 
 from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
-from sync_worker.errors import ConfigError, PermanentError, TransientError
+from sync_worker.errors import ConfigError, PermanentError
 from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.store.models import DeadLetter, OutboxItem
@@ -93,11 +93,13 @@ _POLL_TIME_LIMIT_MS: Final = 2 * 3600 * 1000  # a full poll of a large account s
 PushGuard = Callable[[str, int], bool]
 """``guard(target, ttl_ms)``: True when the caller should send the push (nobody did in ``ttl_ms``)."""
 
-PushLock = Callable[[str], AbstractContextManager[None]]
-"""``with lock(target):`` one push of ``target`` at a time, so two workers never send the same
-outbox items; :class:`~sync_worker.errors.TransientError` when the lock is not had in time."""
+PushLock = Callable[[str], AbstractContextManager[bool]]
+"""``with lock(target) as held:`` one push of ``target`` at a time, so two workers never send the
+same outbox items. Never waits: ``held`` is False when another push runs (or a killed worker's
+lease has not expired yet); the caller then tries again a little later instead of blocking a
+worker thread (a blocked thread stops its worker from fetching, and so from redelivering)."""
 
-PUSH_LOCK_WAIT_SECONDS: Final = 60.0
+PUSH_BUSY_RETRY_MS: Final = 5_000
 
 
 class ActorService(Protocol):
@@ -138,19 +140,19 @@ class ReplayStore(DeadLetterSink, Protocol):
 class LocalPushLock:
     """A :data:`PushLock` for one process: a lock per target."""
 
-    def __init__(self, wait: float = PUSH_LOCK_WAIT_SECONDS) -> None:
-        self._wait = wait
+    def __init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     @contextmanager
-    def __call__(self, target: str) -> Iterator[None]:
+    def __call__(self, target: str) -> Iterator[bool]:
         with self._guard:
             lock = self._locks.setdefault(target, threading.Lock())
-        if not lock.acquire(timeout=self._wait):
-            raise TransientError(f"another push of {target} is still running")
+        if not lock.acquire(blocking=False):
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             lock.release()
 
@@ -305,7 +307,10 @@ def push_target(target: str) -> None:
     context = current_context()
     if target == ALERT_TARGET and context.alert_push is None:
         raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
-    with context.push_lock(target):
+    with context.push_lock(target) as held:
+        if not held:  # another worker is pushing this target: look again shortly
+            push_target.send_with_options(args=(target,), delay=PUSH_BUSY_RETRY_MS)
+            return
         if target == ALERT_TARGET:
             assert context.alert_push is not None
             stats = context.alert_push(PUSH_BATCH)

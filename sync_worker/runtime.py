@@ -34,7 +34,7 @@ from sync_worker.actors import PushLock, configure_actors
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService
 from sync_worker.engine.model import PushStats
-from sync_worker.errors import ConfigError, TransientError
+from sync_worker.errors import ConfigError
 from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
 from sync_worker.locks import RedisLock
@@ -124,16 +124,21 @@ def build_connectors(
     return built
 
 
-def redis_push_lock(client: redis.Redis, *, ttl: float = 300.0, wait: float = 60.0) -> PushLock:
-    """One push per target across every worker: a lease lock ``push:<target>`` in Redis."""
+def redis_push_lock(client: redis.Redis, *, ttl: float = 120.0) -> PushLock:
+    """One push per target across every worker: a lease lock ``push:<target>`` in Redis.
+
+    The lease outlives a killed holder by at most ``ttl`` seconds; pushes meanwhile find it held
+    and are re-sent a few seconds later (a push of 500 items takes well under the lease).
+    """
 
     @contextmanager
-    def hold(target: str) -> Iterator[None]:
+    def hold(target: str) -> Iterator[bool]:
         lock = RedisLock(client, f"push:{target}", ttl=ttl)
-        if not lock.acquire(blocking=True, timeout=wait):
-            raise TransientError(f"another worker is still pushing to {target}")
+        if not lock.acquire(blocking=False):
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             lock.release()
 

@@ -199,7 +199,9 @@ def test_sigkilled_worker_loses_nothing_writes_nothing_twice_and_redelivers_with
 
         # Then the dead worker's messages are back on the queue within a minute
         assert _wait(redelivered, 60, step=0.05), (
-            f"unacked messages not redelivered; {log.read_text()[-2000:]}"
+            f"unacked messages not redelivered: still held {[k for k in held if shared_redis.exists(k)]}, "
+            f"heartbeats {shared_redis.zrange('sync-worker:__heartbeats__', 0, -1, withscores=True)}, "
+            f"now {time.time()}; {log.read_text()[-2000:]}"
         )
         redelivery_seconds = time.monotonic() - killed_at
         # And every change lands, once

@@ -8,20 +8,23 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from dramatiq.brokers.stub import StubBroker
 
-from sync_worker.actors import LocalPushLock, PushLock
-from sync_worker.errors import TransientError
+from sync_worker.actors import PUSH_BUSY_RETRY_MS, LocalPushLock, PushLock, configure_actors, push_target
+from sync_worker.engine.model import PullStats, PushStats
 from sync_worker.runtime import redis_push_lock
+from sync_worker.store import SyncStore
 from tests.conftest import service_unavailable
 
-from .conftest import REDIS_URL
+from .conftest import REDIS_URL, EnqueueLog
 
 
 def _hold_in_thread(
     lock_for: PushLock, target: str, held: threading.Event, release: threading.Event
 ) -> threading.Thread:
     def run() -> None:
-        with lock_for(target):
+        with lock_for(target) as mine:
+            assert mine
             held.set()
             release.wait(5)
 
@@ -45,33 +48,59 @@ def shared_redis() -> Iterator[redis.Redis]:
 
 
 def test_local_lock_serialises_one_target_and_leaves_others_free() -> None:
-    lock = LocalPushLock(wait=0.2)
+    lock = LocalPushLock()
     held, release = threading.Event(), threading.Event()
     thread = _hold_in_thread(lock, "hubspot", held, release)
-    with lock("pipedrive"):
-        pass  # another target is not blocked
+    with lock("pipedrive") as other:
+        assert other  # another target is not blocked
     started = time.monotonic()
-    with pytest.raises(TransientError, match="hubspot"), lock("hubspot"):
-        pass
-    assert time.monotonic() - started >= 0.2
+    with lock("hubspot") as busy:
+        assert not busy  # held elsewhere: told at once, never waits
+    assert time.monotonic() - started < 0.1
     release.set()
     thread.join()
-    with lock("hubspot"):
-        pass  # free again once released
+    with lock("hubspot") as free:
+        assert free  # free again once released
 
 
 def test_redis_lock_is_shared_by_every_worker(shared_redis: redis.Redis) -> None:
     # Two "workers" with their own clients and locks
-    first = redis_push_lock(redis.Redis.from_url(REDIS_URL), wait=0.3)
-    second = redis_push_lock(redis.Redis.from_url(REDIS_URL), wait=0.3)
+    first = redis_push_lock(redis.Redis.from_url(REDIS_URL))
+    second = redis_push_lock(redis.Redis.from_url(REDIS_URL))
     held, release = threading.Event(), threading.Event()
     thread = _hold_in_thread(first, "hubspot", held, release)
-    with pytest.raises(TransientError, match="hubspot"), second("hubspot"):
-        pass
-    with second("pipedrive"):
-        pass
+    with second("hubspot") as busy:
+        assert not busy
+    with second("pipedrive") as other:
+        assert other
     release.set()
     thread.join()
-    with second("hubspot"):
-        assert shared_redis.exists("sync-worker:lock:push:hubspot")
+    with second("hubspot") as mine:
+        assert mine and shared_redis.exists("sync-worker:lock:push:hubspot")
     assert not shared_redis.exists("sync-worker:lock:push:hubspot")
+
+
+def test_a_busy_target_is_pushed_again_shortly_instead_of_blocking_a_worker(
+    stub_broker: StubBroker, enqueue_log: EnqueueLog, store: SyncStore
+) -> None:
+    lock = LocalPushLock()
+    configure_actors(store, service=_NeverCalled(), push_lock=lock, push_targets=("hubspot",))
+    held, release = threading.Event(), threading.Event()
+    thread = _hold_in_thread(lock, "hubspot", held, release)
+    try:
+        push_target.fn("hubspot")  # the actor body, as a worker thread runs it
+    finally:
+        release.set()
+        thread.join()
+    assert enqueue_log.named("push_target") == [("push_target", ("hubspot",), PUSH_BUSY_RETRY_MS)]
+
+
+class _NeverCalled:
+    def handle_inbox_event(self, inbox_id: int) -> None:
+        raise AssertionError("not expected")
+
+    def poll(self, source: str, stream: str, *, full: bool = False, progress: object = None) -> PullStats:
+        raise AssertionError("not expected")
+
+    def push(self, target: str, *, limit: int = 500) -> PushStats:
+        raise AssertionError("a busy target must not be pushed")

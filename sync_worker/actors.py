@@ -87,7 +87,7 @@ POLL_QUEUE: Final = "poll"
 PUSH_QUEUE: Final = "push"
 MAINTENANCE_QUEUE: Final = "maintenance"
 
-PUSH_BATCH: Final = 500
+PUSH_BATCH: Final = 200  # one push stays short, well inside the push lease
 _POLL_TIME_LIMIT_MS: Final = 2 * 3600 * 1000  # a full poll of a large account streams many pages
 
 PushGuard = Callable[[str, int], bool]

@@ -124,11 +124,11 @@ def build_connectors(
     return built
 
 
-def redis_push_lock(client: redis.Redis, *, ttl: float = 120.0) -> PushLock:
+def redis_push_lock(client: redis.Redis, *, ttl: float = 60.0) -> PushLock:
     """One push per target across every worker: a lease lock ``push:<target>`` in Redis.
 
     The lease outlives a killed holder by at most ``ttl`` seconds; pushes meanwhile find it held
-    and are re-sent a few seconds later (a push of 500 items takes well under the lease).
+    and are re-sent a few seconds later (one push of at most 200 items takes well under the lease).
     """
 
     @contextmanager

@@ -21,6 +21,7 @@ from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 
 from sync_worker.actors import (
+    PUSH_BATCH,
     LocalPushGuard,
     configure_actors,
     push_target,
@@ -203,7 +204,7 @@ def test_scan_job_adds_the_alert_push_only_when_alerts_were_queued(
     targets = sorted(args[0] for _, args, delay in enqueue_log.named("push_target") if delay is not None)
     assert targets == (["alert", "pipedrive"] if scheduled else ["pipedrive"])
     drain(stub_broker, worker)
-    assert pushed == ([500] if scheduled else [])  # push_target("alert") ran the alert push
+    assert pushed == ([PUSH_BATCH] if scheduled else [])  # push_target("alert") ran the alert push
 
 
 def test_scheduler_safety_net_pushes_alerts_only_when_configured(store_path: Path) -> None:

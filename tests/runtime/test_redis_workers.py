@@ -175,7 +175,10 @@ def test_four_worker_processes_share_one_hubspot_limit(
     assert len(log.times) == REQUESTS, f"worker exited with {workers.returncode}"
     # Then the sandbox never answered 429, and no 10-second window held more than the limit
     assert sandbox.calls.by_status.get(429, 0) == 0, dict(sandbox.calls.by_status)
-    assert log.max_in_window(10.0) <= LIMIT_PER_10S
+    # (arrival times include up to a second of scheduling delay between a grant and the request
+    # reaching the server on this 2-core machine, so a 10 s window over arrivals could count a
+    # request granted 10.5 s after another; the grant log below is checked over the full 10 s)
+    assert log.max_in_window(9.0) <= LIMIT_PER_10S
     # And the shared grant log in Redis (Redis clock, immune to network delays) shows the budget
     # of 18 per 10 s binding: all 30 grants, never more than 18 in 10 s, so spread over > 10 s
     (key,) = redis_client.keys(f"{KEY_PREFIX}:hubspot-*:default")

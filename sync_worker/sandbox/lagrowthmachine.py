@@ -51,7 +51,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -65,10 +65,12 @@ from sync_worker.sandbox.common import (
     CallCounter,
     FaultConfig,
     Faults,
+    Handler,
     SandboxApiError,
     WebhookDeliverer,
     WindowRateLimiter,
     admin_routes,
+    counted_route,
 )
 
 __all__ = ["LEAD_STATUSES", "LaGrowthMachineSandbox", "LgmApiError", "create_app"]
@@ -464,9 +466,6 @@ def _matches(lead: dict[str, Any], query: dict[str, str]) -> bool:
     return all(names) and names == (lead["firstname"], lead["lastname"])
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -505,14 +504,7 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
     """The Starlette app serving ``sandbox`` under ``/flow`` (admin routes under ``/_sandbox``)."""
 
     def api(path: str, handler: Handler, methods: list[str] | None = None) -> Route:
-        label = path.replace(":int}", "}")  # calls are counted per route template
-
-        async def endpoint(request: Request) -> Response:
-            response = await _serve(request, handler)
-            sandbox.calls.record(label, response.status_code)
-            return response
-
-        return Route(path, endpoint, methods=methods)
+        return counted_route(sandbox.calls, path, _serve, handler, methods)
 
     async def _serve(request: Request, handler: Handler) -> Response:
         key = request.query_params.get("apikey")

@@ -43,7 +43,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -57,10 +57,12 @@ from sync_worker.sandbox.common import (
     CallCounter,
     FaultConfig,
     Faults,
+    Handler,
     SandboxApiError,
     WebhookDeliverer,
     WindowRateLimiter,
     admin_routes,
+    counted_route,
 )
 
 __all__ = ["DEFAULT_STAGES", "RETRY_DELAYS", "PipedriveApiError", "PipedriveSandbox", "create_app"]
@@ -767,21 +769,11 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-api-token") or request.query_params.get("api_token")
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def create_app(sandbox: PipedriveSandbox) -> Starlette:
     """The Starlette app serving ``sandbox`` (routes under ``/api/v1``, ``/api/v2`` and ``/_sandbox``)."""
 
     def api(path: str, handler: Handler, methods: list[str] | None = None) -> Route:
-        label = path.replace(":int}", "}")  # calls are counted per route template
-
-        async def endpoint(request: Request) -> Response:
-            response = await _serve(request, handler)
-            sandbox.calls.record(label, response.status_code)
-            return response
-
-        return Route(path, endpoint, methods=methods)
+        return counted_route(sandbox.calls, path, _serve, handler, methods)
 
     async def _serve(request: Request, handler: Handler) -> Response:
         token = _token(request)

@@ -12,7 +12,11 @@ from typing import NoReturn
 
 import pytest
 
-__all__ = ["service_unavailable"]
+__all__ = ["REDIS_SERVER", "service_unavailable"]
+
+REDIS_SERVER = os.environ.get("SYNC_TEST_REDIS_SERVER", "redis://127.0.0.1:6379").rstrip("/")
+"""The Redis server the suite uses (each suite picks its own database number on it); a developer
+running several checkouts at once points each at its own server."""
 
 
 def service_unavailable(reason: str) -> NoReturn:

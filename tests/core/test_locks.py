@@ -16,8 +16,9 @@ import redis
 
 from sync_worker.errors import ConfigError, TransientError
 from sync_worker.locks import LOCK_PREFIX, RedisLock
+from tests.conftest import REDIS_SERVER
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = f"{REDIS_SERVER}/14"
 
 pytestmark = pytest.mark.redis
 

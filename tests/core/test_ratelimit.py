@@ -33,8 +33,9 @@ from sync_worker.ratelimit import (
     read_headers,
 )
 from sync_worker.settings import HubSpotSettings, LaGrowthMachineSettings, PipedriveSettings, Settings
+from tests.conftest import REDIS_SERVER
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = f"{REDIS_SERVER}/14"
 CLOSED_REDIS_URL = "redis://127.0.0.1:1/14"
 NOW_EPOCH = 1_700_000_000.0
 

@@ -12,9 +12,9 @@ import redis
 
 from sync_worker.demo import run_demo
 from sync_worker.settings import Settings
-from tests.conftest import service_unavailable
+from tests.conftest import REDIS_SERVER, service_unavailable
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = f"{REDIS_SERVER}/12"
 
 
 @pytest.fixture

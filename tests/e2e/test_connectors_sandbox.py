@@ -30,7 +30,7 @@ from sync_worker.sandbox.hubspot import HubSpotSandbox, HubSpotSandboxConfig
 from sync_worker.sandbox.hubspot import create_app as create_hubspot_app
 from sync_worker.sandbox.runner import RunningSandbox
 from sync_worker.settings import Settings
-from tests.conftest import service_unavailable
+from tests.conftest import REDIS_SERVER, service_unavailable
 from tests.e2e.conftest import WebhookSink, settings_from_env
 
 pytestmark = pytest.mark.slow
@@ -424,7 +424,7 @@ def test_lgm_reply_webhook_verifies_and_parses(
 
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/10")
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/10")
     try:
         client.ping()
     except redis.RedisError:

@@ -28,6 +28,7 @@ from sync_worker.metrics import ReceiverMetrics
 from sync_worker.receiver import create_app
 from sync_worker.settings import LaGrowthMachineSettings, PipedriveSettings, Settings, default_mappings_dir
 from sync_worker.store import SyncStore, upgrade_database
+from tests.conftest import REDIS_SERVER
 
 HUBSPOT_SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"  # the secret of HubSpot's documented examples
 PD_USER = "pd-hook"
@@ -35,7 +36,7 @@ PD_PASSWORD = "pd-password-123"
 LGM_SECRET = "lgm-shared-secret-456"
 NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"
+REDIS_TEST_URL = f"{REDIS_SERVER}/15"
 CLOSED_REDIS_URL = "redis://127.0.0.1:1/15"
 FIXTURES = Path(__file__).parent.parent / "connectors" / "fixtures"
 

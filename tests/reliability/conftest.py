@@ -26,10 +26,10 @@ import redis
 
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.store import SyncStore, upgrade_database
-from tests.conftest import service_unavailable
+from tests.conftest import REDIS_SERVER, service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_REDIS_URL = "redis://127.0.0.1:6379/11"
+SHARED_REDIS_URL = f"{REDIS_SERVER}/11"
 FIGURES: dict[str, dict[str, Any]] = {}
 
 

@@ -19,10 +19,10 @@ from dramatiq.brokers.stub import StubBroker
 from sync_worker.actors import clear_actors
 from sync_worker.broker import broker_middleware, install_broker
 from sync_worker.store import SyncStore, upgrade_database
-from tests.conftest import service_unavailable
+from tests.conftest import REDIS_SERVER, service_unavailable
 
 REDIS_DB = 13
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+REDIS_URL = f"{REDIS_SERVER}/{REDIS_DB}"
 
 
 class EnqueueLog(dramatiq.Middleware):

@@ -257,3 +257,5 @@ class WebhookEvent:
     change_source: str | None = None
     attempt: int = 0
     handled: bool = True
+    reason: str | None = None
+    """Why the event is not handled (``handled`` False): kept on the inbox row and counted."""

@@ -164,6 +164,12 @@ class ConnectorSpec:
     - ``tie_rank``: lower wins a conflict whose source timestamps are equal (then the name).
     - ``deal_url(section, external_id)``: a link to the record in the system's own UI.
     - ``sandbox(options)``: start a seeded local server that follows the provider's docs.
+    - ``webhook_ack(accepted)``: the ``(content type, body)`` of the 2xx answer once the events are
+      durably stored, for providers that expect a particular one (a SOAP ``Ack``); default JSON.
+    - ``webhook_fault(status, message)``: the ``(content type, body)`` of a 4xx/5xx answer, in the
+      provider's own error format (a SOAP fault); default the receiver's JSON error.
+    - ``answers_head``: the receiver answers ``HEAD /webhooks/<name>`` with 200 (a provider that
+      checks the callback URL before it registers a webhook, as Trello does).
     """
 
     name: str
@@ -182,6 +188,9 @@ class ConnectorSpec:
     tie_rank: int = 100
     deal_url: Callable[[Any, str], str | None] | None = None
     sandbox: Callable[[SandboxOptions], SandboxServer] | None = None
+    webhook_ack: Callable[[int], tuple[str, bytes]] | None = None
+    webhook_fault: Callable[[int, str], tuple[str, bytes]] | None = None
+    answers_head: bool = False
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

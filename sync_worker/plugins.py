@@ -40,10 +40,10 @@ from sync_worker.canonical import RecordKind
 from sync_worker.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sync_worker.connector import Connector, WebhookRequest
+    from sync_worker.connector import Connector
     from sync_worker.mappings import Mappings
     from sync_worker.ratelimit import Limit, Observation, RedisRateLimiter
-    from sync_worker.sandbox.common import FaultConfig
+    from sync_worker.sandbox.common import Delivery, FaultConfig
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -116,11 +116,15 @@ class SandboxOptions:
 class SandboxServer(Protocol):
     """A live sandbox of one system, seeded, serving on a local port.
 
-    ``env()`` gives the ``SYNC_<NAME>__*`` variables that point the service at it (credentials
-    included). ``genuine_webhook(base_url)`` is a delivery the real provider would make for a change to
-    one seeded deal, signed or authenticated as the provider does, addressed to
-    ``{base_url}/webhooks/<name>``; ``forge(request)`` the same request with its authentication broken.
-    ``api_calls()`` and ``rate_limited()`` count what the service asked of it (the demo prints them).
+    - ``env()``: the ``SYNC_<NAME>__*`` variables that point the service at it (credentials included).
+    - ``simulate_change()``: a person changes the stage of one seeded deal (or lead) as the provider's
+      own UI would; the sandbox announces it by webhook to ``{webhook_base_url}/webhooks/<name>`` when
+      it was started with a base URL. Returns the record's external id.
+    - ``deliveries()``: the webhook attempts it made (:class:`~sync_worker.sandbox.common.Delivery`).
+    - ``forge(delivery)``: the same delivery with its authentication broken (a wrong signature, a wrong
+      password or token), as an attacker without the secret would send it.
+    - ``set_faults(config)``: inject 5xx, 429s, latency and webhook drops from now on.
+    - ``api_calls()`` / ``rate_limited()``: what the service asked of it, and how many 429s it got.
     """
 
     url: str
@@ -128,11 +132,13 @@ class SandboxServer(Protocol):
 
     def env(self) -> dict[str, str]: ...
 
-    def genuine_webhook(self, base_url: str) -> WebhookRequest: ...
+    def simulate_change(self) -> str: ...
 
-    def forge(self, request: WebhookRequest) -> WebhookRequest: ...
+    def deliveries(self) -> list[Delivery]: ...
 
-    def set_faults(self, faults: FaultConfig) -> None: ...
+    def forge(self, delivery: Delivery) -> Delivery: ...
+
+    def set_faults(self, config: FaultConfig) -> None: ...
 
     def api_calls(self) -> int: ...
 

@@ -150,9 +150,10 @@ def run(deals: int, database: str, checkpoints: int) -> dict[str, float]:
     from pydantic import AnyHttpUrl, SecretStr
 
     from connectors.pipedrive import from_settings
+    from connectors.pipedrive.settings import PipedriveSettings
     from sync_worker.engine import SyncService
     from sync_worker.mappings import load_mappings
-    from sync_worker.settings import PipedriveSettings, Settings
+    from sync_worker.settings import Settings
     from sync_worker.store import SyncStore, upgrade_database
 
     port = _free_port()

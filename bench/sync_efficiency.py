@@ -36,13 +36,15 @@ from pydantic import AnyHttpUrl, SecretStr
 
 import connectors.hubspot as hubspot_connector
 import connectors.pipedrive as pipedrive_connector
+from connectors.hubspot.settings import HubSpotSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.connector import Connector
-from sync_worker.engine import EngineConfig, SyncService, own_change_sources
+from sync_worker.engine import EngineConfig, SyncService
 from sync_worker.errors import TransientError
 from sync_worker.mappings import load_mappings
 from sync_worker.ratelimit import KEY_PREFIX, limiter_for
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
-from sync_worker.settings import HubSpotSettings, PipedriveSettings, Settings, default_mappings_dir
+from sync_worker.settings import Settings, default_mappings_dir
 from sync_worker.store import SyncStore, upgrade_database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,9 +206,10 @@ def run(changes: int, redis_url: str, workdir: Path) -> list[Phase]:
         ),
     }
     source, app_id = box.hubspot.api_source()
-    markers = own_change_sources(
-        hubspot_app_id=app_id, hubspot_change_source=source, pipedrive_user_id=box.pipedrive.user_id
-    )
+    markers = {
+        "hubspot": frozenset({f"{source}:{app_id}"}),
+        "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
+    }
     service = SyncService(
         store,
         mappings,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "UNRECOGNISED_ACTION",
     "CanonicalRecord",
     "CanonicalUpdate",
     "LeakFlag",
@@ -234,6 +235,11 @@ class UpdateResult:
     error: str | None = None
     retryable: bool = False
     updated_at: datetime | None = None
+
+
+UNRECOGNISED_ACTION = "unrecognised"
+"""The ``action`` of an authenticated delivery whose shape a connector does not recognise: kept in
+the inbox (``handled`` False), listed as a dead letter with its body, answered 2xx."""
 
 
 @dataclass(frozen=True)

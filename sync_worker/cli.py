@@ -69,13 +69,11 @@ def config_command(ctx: click.Context) -> None:
     width = max(len(name) for name in rows)
     for name, value in rows.items():
         click.echo(f"{name.ljust(width)}  {value}")
-    for system, enabled in (
-        ("hubspot", settings.hubspot.enabled),
-        ("pipedrive", settings.pipedrive.enabled),
-        ("lagrowthmachine", settings.lagrowthmachine.enabled),
-    ):
-        if not enabled:
-            click.echo(f"# {system}: disabled (no credentials set)")
+    from sync_worker.plugins import registry
+
+    for system, spec in registry().items():
+        if not spec.enabled(settings.section(system)):
+            click.echo(f"# {system}: disabled (no credentials set: {spec.credential_env})")
 
 
 @main.group("mappings")
@@ -262,7 +260,7 @@ def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> Non
     logging.getLogger("sync_worker.access").setLevel(logging.WARNING)
     console = Console(width=100)
     summary = run_demo(settings, output=output, seed=seed, deals=deals, say=console.print)
-    systems = ("hubspot", "pipedrive", "lagrowthmachine")
+    systems = tuple(sorted(set(summary.api_calls) | set(summary.records)))
     table = Table("", *systems, title="What happened")
     table.add_row(
         "records synced",

@@ -20,7 +20,7 @@ import contextlib
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ import redis
 from sqlalchemy import func, select
 
 from sync_worker.errors import ConfigError, SyncWorkerError
+from sync_worker.plugins import SandboxOptions, SandboxServer
 from sync_worker.settings import Settings
 
 __all__ = ["DemoSummary", "run_demo"]
@@ -88,14 +89,13 @@ def _demo_settings(base: Settings, env: dict[str, str], database: Path) -> Setti
         nested.setdefault(section, {})[key] = value
     nested["hubspot"]["app_id"] = "1160452"  # the sandbox app's id: its webhooks of our writes
     nested["pipedrive"]["user_id"] = "9001"  # the sandbox API user we write as
+    sections = {
+        name: type(base.section(name)).model_validate(values)
+        for name, values in nested.items()
+        if name in base.sections()
+    }
     return base.model_copy(
-        update={
-            "database_url": f"sqlite:///{database}",
-            "hubspot": base.hubspot.model_validate(nested["hubspot"]),
-            "pipedrive": base.pipedrive.model_validate(nested["pipedrive"]),
-            "lagrowthmachine": base.lagrowthmachine.model_validate(nested["lagrowthmachine"]),
-            "mappings_reload_seconds": 1.0,
-        }
+        update={"database_url": f"sqlite:///{database}", "mappings_reload_seconds": 1.0, **sections}
     )
 
 
@@ -166,7 +166,7 @@ def _person_email(pd: Any, deal: dict[str, Any]) -> str | None:
     return emails[0] if emails else None
 
 
-def _count(store: Any, summary: DemoSummary, box: Any) -> None:
+def _count(store: Any, summary: DemoSummary, box: Any, extras: Mapping[str, SandboxServer]) -> None:
     from sync_worker.store.schema import inbox, outbox, records
 
     with store.engine.connect() as conn:
@@ -193,6 +193,9 @@ def _count(store: Any, summary: DemoSummary, box: Any) -> None:
     ):
         summary.api_calls[name] = sandbox.calls.total
         summary.rate_limited[name] = sandbox.calls.by_status.get(429, 0)
+    for name, server in extras.items():
+        summary.api_calls[name] = server.api_calls()
+        summary.rate_limited[name] = server.rate_limited()
 
 
 @contextlib.contextmanager
@@ -213,7 +216,7 @@ def _service(settings: Settings, host: str, port: int) -> Iterator[tuple[Any, An
         store=runtime.store,
         broker=broker,
         mappings_holder=runtime.mappings,
-        connectors=build_webhook_sources(settings, runtime.mappings.current),
+        connectors=build_webhook_sources(settings, lambda: runtime.mappings.current),
         sweep_interval=2.0,
         sweep_older_than=timedelta(seconds=2),
     )
@@ -226,6 +229,25 @@ def _service(settings: Settings, host: str, port: int) -> Iterator[tuple[Any, An
         worker.stop()
         broker.close()
         runtime.close()
+
+
+@contextlib.contextmanager
+def _plugin_sandboxes(
+    options: SandboxOptions, say: Callable[[str], None]
+) -> Iterator[Mapping[str, SandboxServer]]:
+    """The sandboxes of the registered connectors beyond the three built-in ones."""
+    from sync_worker.plugins import registry
+    from sync_worker.sandbox.plugin import start_sandboxes
+
+    others = [spec for name, spec in registry().items() if name not in _SYSTEMS and spec.sandbox is not None]
+    if others:
+        say(f"starting the plug-in sandboxes: {', '.join(spec.title for spec in others)}")
+    servers = start_sandboxes(others, options)
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def run_demo(
@@ -253,10 +275,17 @@ def run_demo(
     summary = DemoSummary()
     port = _free_port(host)
     say(f"starting the sandbox (HubSpot, Pipedrive, LaGrowthMachine) with {deals} deals, seed {seed}")
-    with start_sandbox(
-        seed=seed, deals=deals, host=host, time_scale=0.01, webhook_base_url=f"http://{host}:{port}"
-    ) as box:
-        settings = _demo_settings(base, box.env(), database)
+    webhooks = f"http://{host}:{port}"
+    with (
+        start_sandbox(seed=seed, deals=deals, host=host, time_scale=0.01, webhook_base_url=webhooks) as box,
+        _plugin_sandboxes(
+            SandboxOptions(seed=seed, deals=deals, host=host, time_scale=0.01, webhook_base_url=webhooks), say
+        ) as extras,
+    ):
+        env = dict(box.env())
+        for server in extras.values():
+            env.update(server.env())
+        settings = _demo_settings(base, env, database)
         upgrade_database(settings.database_url)
         with _service(settings, host, port) as (runtime, broker, receiver):
             say(f"service up: receiver {receiver.url}, 4 worker threads, Redis namespace {DEMO_NAMESPACE!r}")
@@ -270,6 +299,8 @@ def run_demo(
             _wait_settled(broker, runtime.store, timeout)
             say("2/4 live changes in the tools, delivered as signed webhooks:")
             _make_changes(box, summary)
+            for name, server in extras.items():
+                summary.changes.append(f"{name}: record {server.simulate_change()} moved to another stage")
             for change in summary.changes:
                 say(f"    {change}")
             for sandbox in (box.hubspot, box.pipedrive, box.lgm):
@@ -289,6 +320,6 @@ def run_demo(
                 encoding="utf-8",
             )
             summary.report = report
-            _count(runtime.store, summary, box)
+            _count(runtime.store, summary, box, extras)
     summary.seconds = time.monotonic() - started
     return summary

@@ -19,13 +19,13 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sync_worker.broker import enqueue_errors
-from sync_worker.canonical import CanonicalRecord, WebhookEvent
+from sync_worker.canonical import UNRECOGNISED_ACTION, CanonicalRecord, WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import StoreUnavailableError
-from sync_worker.metrics import ReceiverMetrics
+from sync_worker.metrics import ReceiverMetrics, note_skipped
 from sync_worker.store.models import AcceptResult, InboxEvent
 
 __all__ = [
@@ -76,6 +76,17 @@ class InboxStore(Protocol):
     def mark_processed(self, inbox_id: int) -> bool: ...
 
     def inbox_depth(self) -> int: ...
+
+    def add_dead_letter(
+        self,
+        *,
+        queue: str,
+        actor: str,
+        message_id: str,
+        payload: Mapping[str, Any],
+        reason: str,
+        error_class: str | None = None,
+    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -154,13 +165,17 @@ def accept_webhook(
     :class:`~sync_worker.errors.PayloadError` (nothing stored) or
     :class:`~sync_worker.errors.StoreUnavailableError` (nothing stored; the sender should retry).
     Returns once the events are committed, whether or not the broker took them.
-    Events the service does not handle are counted, not stored.
+    Events of a type the connector does not sync are counted and logged once per reason, not
+    stored. An authenticated body of a shape it does not recognise
+    (:data:`~sync_worker.canonical.UNRECOGNISED_ACTION`) is kept: stored already processed with its
+    reason, listed as a dead letter with its body, and answered 2xx like the rest.
     """
     connector.verify_webhook(request)
     events = connector.parse_webhook(request.body)
-    handled = [event for event in events if event.handled]
-    unhandled = len(events) - len(handled)
-    accepted = store.accept_events(source, handled) if handled else AcceptResult(new_ids=(), duplicates=0)
+    unhandled = sum(1 for event in events if not event.handled)
+    kept = [e for e in events if e.handled or e.action == UNRECOGNISED_ACTION]
+    accepted = store.accept_events(source, kept) if kept else AcceptResult(new_ids=(), duplicates=0)
+    _keep_unhandled(source, events, accepted, store)
     enqueued, _ = _enqueue_all(accepted.new_ids, enqueue)
     _mark_enqueued(store, enqueued)
     result = IntakeResult(
@@ -189,6 +204,26 @@ def accept_webhook(
         },
     )
     return result
+
+
+def _keep_unhandled(
+    source: str, events: Sequence[WebhookEvent], accepted: AcceptResult, store: InboxStore
+) -> None:
+    unhandled = [event for event in events if not event.handled]
+    for event in unhandled:
+        note_skipped(source, event.reason or "not handled")
+    for event in unhandled:
+        inbox_id = accepted.kept.get(event.dedupe_key)
+        if event.action != UNRECOGNISED_ACTION or inbox_id is None:
+            continue  # a known type the service does not sync, or a redelivery already kept
+        store.add_dead_letter(
+            queue="webhooks",
+            actor="webhook",
+            message_id=f"{source}:{event.dedupe_key}"[:255],
+            payload={"source": source, "inbox_id": inbox_id, "body": dict(event.raw)},
+            reason=f"{source}: unrecognised webhook body: {event.reason or 'unknown shape'}",
+            error_class="UnrecognisedWebhook",
+        )
 
 
 STALE_AFTER = timedelta(minutes=10)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from sync_worker.settings import Settings
+from sync_worker.settings import Settings, url_password
 
 __all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "secret_values"]
 
@@ -43,8 +43,14 @@ def secret_values(settings: Settings) -> list[str]:
                 raw = value.get_secret_value()
                 if len(raw) >= 4:
                     found.append(raw)
+            elif isinstance(value, str):
+                password = url_password(value)
+                if password is not None and len(password) >= 4:
+                    found.append(password)
 
     walk(settings)
+    for section in settings.sections().values():
+        walk(section)
     return sorted(set(found), key=len, reverse=True)
 
 

@@ -14,6 +14,7 @@ https://prometheus.io/docs/practices/naming/
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,9 +30,11 @@ __all__ = [
     "EVENT_OUTCOMES",
     "LEAK_METRICS",
     "REQUEST_OUTCOMES",
+    "SKIPPED_EVENTS",
     "EventOutcome",
     "ReceiverMetrics",
     "RequestOutcome",
+    "note_skipped",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -60,6 +63,28 @@ EVENT_OUTCOMES: Final[tuple[EventOutcome, ...]] = (
 )
 
 LeakSample = tuple[str, Mapping[str, str], float]
+
+_log = logging.getLogger(__name__)
+
+SKIPPED_EVENTS: Final = Counter(
+    "sync_worker_events_skipped",
+    "Events that stood for no record, by source and reason (unhandled types, unrecognised shapes).",
+    ("source", "reason"),
+)
+_skipped_seen: set[tuple[str, str]] = set()
+_skipped_lock = threading.Lock()
+
+
+def note_skipped(source: str, reason: str) -> None:
+    """Count one skipped event in this process's registry, and log each (source, reason) once."""
+    label = reason[:120]
+    SKIPPED_EVENTS.labels(source=source, reason=label).inc()
+    with _skipped_lock:
+        first = (source, label) not in _skipped_seen
+        _skipped_seen.add((source, label))
+    if first:
+        _log.warning("%s event skipped: %s (logged once, counted in the skipped metric)", source, label)
+
 
 # name -> help of the gauges :func:`sync_worker.leaks.leak_gauges` feeds, labelled rule and stage.
 LEAK_METRICS: Final[Mapping[str, str]] = {

@@ -50,6 +50,7 @@ from sync_worker.settings import Settings
 
 __all__ = [
     "KEY_PREFIX",
+    "HeaderReader",
     "Limit",
     "LocalRateLimiter",
     "Observation",
@@ -57,7 +58,9 @@ __all__ = [
     "account_key",
     "documented_limits",
     "limiter_for",
+    "number_header",
     "read_headers",
+    "scaled_max",
 ]
 
 KEY_PREFIX = "sync-worker:rl"
@@ -86,7 +89,7 @@ class Observation:
     block_seconds: float | None = None
 
 
-def _number(headers: httpx.Headers, name: str) -> float | None:
+def number_header(headers: httpx.Headers, name: str) -> float | None:
     raw = headers.get(name)
     if raw is None:
         return None
@@ -97,38 +100,42 @@ def _number(headers: httpx.Headers, name: str) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
+HeaderReader = Callable[[httpx.Headers, float, float], "Observation"]
+"""``(headers, window seconds, now epoch) -> Observation``: a connector's way to read its limits."""
+
+
+def _default_reader(headers: httpx.Headers, window_seconds: float, now_epoch: float) -> Observation:
+    return read_headers(headers, window_seconds, now_epoch=now_epoch)
+
+
 def _seconds_until(value: float, now_epoch: float) -> float:
     return max(0.0, value - now_epoch) if value > _EPOCH_THRESHOLD else value
 
 
-def read_headers(headers: httpx.Headers, window_seconds: float, *, now_epoch: float) -> Observation:
-    """Read HubSpot, Pipedrive and generic rate-limit headers for a bucket of ``window_seconds``.
+def scaled_max(value: float | None, interval: float, window_seconds: float) -> int | None:
+    """A maximum of ``value`` requests per ``interval`` s as a budget per ``window_seconds`` window.
 
     A maximum over an interval longer than the window is scaled to a per-window budget that keeps
-    the provider's interval safe; a maximum over a shorter interval cannot be expressed and is ignored.
+    the provider's interval safe; one over a shorter interval cannot be expressed (None).
     """
-    max_requests: int | None = None
-    interval_ms = _number(headers, "x-hubspot-ratelimit-interval-milliseconds")
-    for name in ("x-hubspot-ratelimit-max", "x-ratelimit-limit"):
-        value = _number(headers, name)
-        if value is None or value < 1:
-            continue
-        interval = interval_ms / 1000 if interval_ms and name.startswith("x-hubspot") else window_seconds
-        if interval + 1e-9 < window_seconds:
-            continue
-        per_window = math.floor(value / math.ceil(interval / window_seconds - 1e-9))
-        max_requests = per_window if max_requests is None else min(max_requests, per_window)
+    if value is None or value < 1 or interval + 1e-9 < window_seconds:
+        return None
+    return math.floor(value / math.ceil(interval / window_seconds - 1e-9))
 
+
+def read_headers(headers: httpx.Headers, window_seconds: float, *, now_epoch: float) -> Observation:
+    """Read the generic rate-limit headers (``X-RateLimit-*``, ``Retry-After``) for a bucket.
+
+    Connectors whose provider speaks other headers give their spec a ``read_limits`` of their own
+    (and may combine it with this one).
+    """
+    max_requests = scaled_max(number_header(headers, "x-ratelimit-limit"), window_seconds, window_seconds)
     blocks: list[float] = []
-    retry_after = _number(headers, "retry-after")
+    retry_after = number_header(headers, "retry-after")
     if retry_after is not None:
         blocks.append(_seconds_until(retry_after, now_epoch))
-    if _number(headers, "x-hubspot-ratelimit-remaining") == 0:
-        blocks.append(interval_ms / 1000 if interval_ms else window_seconds)
-    if _number(headers, "x-hubspot-ratelimit-secondly-remaining") == 0:
-        blocks.append(1.0)
-    if _number(headers, "x-ratelimit-remaining") == 0:
-        reset = _number(headers, "x-ratelimit-reset")
+    if number_header(headers, "x-ratelimit-remaining") == 0:
+        reset = number_header(headers, "x-ratelimit-reset")
         blocks.append(window_seconds if reset is None else _seconds_until(reset, now_epoch))
     positive = [b for b in blocks if b > 0]
     return Observation(max_requests, max(positive) if positive else None)
@@ -188,12 +195,14 @@ class LocalRateLimiter:
         sleep: Callable[[float], None] = time.sleep,
         safety: float = 0.9,
         max_wait: float = 60.0,
+        reader: HeaderReader | None = None,
     ) -> None:
         self._limits = dict(limits)
         self._clock = clock
         self._sleep = sleep
         self._safety = _check_safety(safety)
         self._max_wait = max_wait
+        self._reader: HeaderReader = reader or _default_reader
         self._logs: dict[str, deque[float]] = {}
         self._blocked: dict[str, float] = {}
         self._learned: dict[str, int] = {}
@@ -229,7 +238,7 @@ class LocalRateLimiter:
 
     def observe(self, bucket: str, headers: httpx.Headers) -> None:
         name, limit = _resolve(self._limits, bucket)
-        seen = read_headers(headers, limit.window_seconds, now_epoch=time.time())
+        seen = self._reader(headers, limit.window_seconds, time.time())
         with self._lock:
             if seen.max_requests is not None:
                 self._learned[name] = seen.max_requests
@@ -309,6 +318,7 @@ class RedisRateLimiter:
         sleep: Callable[[float], None] = time.sleep,
         safety: float = 0.9,
         max_wait: float = 60.0,
+        reader: HeaderReader | None = None,
     ) -> None:
         if not account or any(ch in account for ch in " :{}"):
             raise ConfigError(f"rate limiter: account must be a non-empty token, got {account!r}")
@@ -319,6 +329,7 @@ class RedisRateLimiter:
         self._sleep = sleep
         self._safety = _check_safety(safety)
         self._max_wait = max_wait
+        self._reader: HeaderReader = reader or _default_reader
         self._acquire_script = redis.register_script(_ACQUIRE_LUA)
         self._block_script = redis.register_script(_BLOCK_LUA)
         self._member_prefix = secrets.token_hex(6)
@@ -364,7 +375,7 @@ class RedisRateLimiter:
         """Share what the provider said: a lower maximum, or a block every process honours."""
         _, limit = _resolve(self._limits, bucket)
         key = self.key(bucket)
-        seen = read_headers(headers, limit.window_seconds, now_epoch=time.time())
+        seen = self._reader(headers, limit.window_seconds, time.time())
         try:
             if seen.max_requests is not None:
                 self._redis.set(f"{key}:max", seen.max_requests, ex=LEARNED_TTL_SECONDS)
@@ -381,21 +392,14 @@ def account_key(system: str, base_url: str, credential: SecretStr) -> str:
 
 
 def documented_limits(system: str, settings: Settings) -> dict[str, Limit]:
-    """The request budgets of ``system`` by bucket, from the settings (the providers' documented limits).
+    """The request budgets of ``system`` by bucket: its spec's ``limits`` over its settings section.
 
-    HubSpot: ``default`` per 10 s and ``search`` per second; Pipedrive: per 2-second window;
-    LaGrowthMachine: per 10 s. Raises :class:`ConfigError` for an unknown system.
+    Raises :class:`ConfigError` for a system no connector is registered for.
     """
-    if system == "hubspot":
-        return {
-            "default": Limit(settings.hubspot.rate_limit_per_10s, 10.0),
-            "search": Limit(settings.hubspot.search_rate_limit_per_s, 1.0),
-        }
-    if system == "pipedrive":
-        return {"default": Limit(settings.pipedrive.rate_limit_per_2s, 2.0)}
-    if system == "lagrowthmachine":
-        return {"default": Limit(settings.lagrowthmachine.rate_limit_per_10s, 10.0)}
-    raise ConfigError(f"rate limiter: unknown system {system!r}")
+    from sync_worker.plugins import spec_for
+
+    spec = spec_for(system)
+    return dict(spec.limits(settings.section(system)))
 
 
 def limiter_for(
@@ -406,26 +410,24 @@ def limiter_for(
     safety: float = 0.9,
     sleep: Callable[[float], None] = time.sleep,
 ) -> RedisRateLimiter:
-    """The shared limiter for ``system`` (``hubspot``, ``pipedrive``, ``lagrowthmachine``).
+    """The limiter of ``system``'s account shared through Redis by every worker.
 
-    Raises :class:`ConfigError` for an unknown system or one without a credential.
+    The account is the spec's ``account(section)``: its base URL and credential, hashed
+    (:func:`account_key`). Raises :class:`ConfigError` for an unknown system or one without a
+    credential.
     """
-    limits = documented_limits(system, settings)
-    credential: SecretStr | None
-    if system == "hubspot":
-        credential = settings.hubspot.token or settings.hubspot.refresh_token
-        base_url = str(settings.hubspot.base_url)
-        missing = "SYNC_HUBSPOT__TOKEN or SYNC_HUBSPOT__REFRESH_TOKEN"
-    elif system == "pipedrive":
-        credential = settings.pipedrive.oauth_token or settings.pipedrive.api_token
-        base_url = str(settings.pipedrive.base_url)
-        missing = "SYNC_PIPEDRIVE__API_TOKEN or SYNC_PIPEDRIVE__OAUTH_TOKEN"
-    else:
-        credential = settings.lagrowthmachine.api_key
-        base_url = str(settings.lagrowthmachine.base_url)
-        missing = "SYNC_LAGROWTHMACHINE__API_KEY"
+    from sync_worker.plugins import spec_for
+
+    spec = spec_for(system)
+    section = settings.section(system)
+    base_url, credential = spec.account(section)
     if credential is None or not credential.get_secret_value():
-        raise ConfigError(f"rate limiter: {system} has no credential; set {missing}")
+        raise ConfigError(f"rate limiter: {system} has no credential; set {spec.credential_env}")
     return RedisRateLimiter(
-        redis, account_key(system, base_url, credential), limits, safety=safety, sleep=sleep
+        redis,
+        account_key(system, base_url, credential),
+        spec.limits(section),
+        safety=safety,
+        sleep=sleep,
+        reader=spec.read_limits,
     )

@@ -32,26 +32,28 @@ from dramatiq import Broker
 
 from sync_worker.actors import PushLock, configure_actors
 from sync_worker.connector import Connector
-from sync_worker.engine import SyncService
+from sync_worker.engine import SyncService, full_streams
 from sync_worker.engine.model import PushStats
 from sync_worker.errors import ConfigError
 from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
 from sync_worker.locks import RedisLock
-from sync_worker.mappings import Mappings, MappingsHolder
+from sync_worker.mappings import Mappings, MappingsHolder, mappings_source
+from sync_worker.plugins import BuildContext, ConnectorSpec, registry
 from sync_worker.ratelimit import RedisRateLimiter, limiter_for
 from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
 
 __all__ = [
     "PUSH_GUARD_PREFIX",
-    "SYSTEMS",
     "Runtime",
     "RuntimeMiddleware",
     "boot_worker",
     "build_connectors",
     "build_runtime",
+    "enabled_specs",
     "enabled_streams",
+    "own_markers",
     "redis_client",
     "redis_push_guard",
     "redis_push_lock",
@@ -60,32 +62,27 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-SYSTEMS: Final = ("hubspot", "pipedrive", "lagrowthmachine")
 PUSH_GUARD_PREFIX: Final = "sync-worker:push-scheduled"
-
-# Streams the scheduler polls incrementally, per system (the connectors' documented stream names).
-_POLLED_STREAMS: Final[Mapping[str, tuple[str, ...]]] = {
-    "hubspot": ("deals", "deals_archived"),
-    "pipedrive": ("deals", "deals_deleted"),
-    "lagrowthmachine": ("lead_statuses", "replies"),
-}
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _enabled(settings: Settings) -> dict[str, bool]:
-    return {
-        "hubspot": settings.hubspot.enabled,
-        "pipedrive": settings.pipedrive.enabled,
-        "lagrowthmachine": settings.lagrowthmachine.enabled,
-    }
+def enabled_specs(settings: Settings) -> dict[str, ConnectorSpec]:
+    """The registered connectors whose credentials are set, by name."""
+    return {name: spec for name, spec in registry().items() if spec.enabled(settings.section(name))}
 
 
 def enabled_streams(settings: Settings) -> dict[str, tuple[str, ...]]:
     """The streams polled incrementally for each system whose credentials are set."""
-    return {name: _POLLED_STREAMS[name] for name, on in _enabled(settings).items() if on}
+    return {name: spec.polled_streams for name, spec in enabled_specs(settings).items()}
+
+
+def own_markers(settings: Settings) -> dict[str, frozenset[str]]:
+    """Per system, the ``change_source`` values of the service's own writes (its spec's echo markers)."""
+    markers = {name: spec.echo_markers(settings.section(name)) for name, spec in registry().items()}
+    return {name: found for name, found in markers.items() if found}
 
 
 def redis_client(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Redis:
@@ -100,27 +97,27 @@ def redis_client(settings: Settings, *, socket_timeout: float = 5.0) -> redis.Re
 
 def build_connectors(
     settings: Settings,
-    mappings: Mappings,
+    mappings: Mappings | Callable[[], Mappings],
     *,
     limiter: Callable[[str], RedisRateLimiter | None],
     clock: Callable[[], datetime] = _utc_now,
 ) -> dict[str, Connector]:
-    """The enabled connectors by system name, each with ``limiter(system)``; disabled ones logged once."""
-    from connectors import hubspot, lagrowthmachine, pipedrive
+    """The enabled connectors by system name, each with ``limiter(system)``; disabled ones logged once.
 
-    builders: dict[str, Callable[[], Connector]] = {
-        "hubspot": lambda: hubspot.from_settings(settings, mappings, limiter=limiter("hubspot"), clock=clock),
-        "pipedrive": lambda: pipedrive.from_settings(settings, mappings, limiter=limiter("pipedrive")),
-        "lagrowthmachine": lambda: lagrowthmachine.from_settings(
-            settings, mappings, limiter=limiter("lagrowthmachine")
-        ),
-    }
+    ``mappings`` may be a callable (``lambda: holder.current``): connectors then translate with the
+    mappings of the moment, so a hot reload takes effect in every process at once.
+    """
+    current = mappings_source(mappings)
     built: dict[str, Connector] = {}
-    for name, on in _enabled(settings).items():
-        if not on:
-            _log.warning("%s disabled: no credentials set", name)
+    for name, spec in registry().items():
+        section = settings.section(name)
+        if not spec.enabled(section):
+            _log.warning("%s disabled: no credentials set (%s)", name, spec.credential_env)
             continue
-        built[name] = builders[name]()
+        ctx = BuildContext(
+            section=section, settings=settings, mappings=current, limiter=limiter(name), clock=clock
+        )
+        built[name] = spec.build(ctx)
     return built
 
 
@@ -175,12 +172,12 @@ class Runtime:
         """One leak scan at the current time (write-backs and alerts go through the outbox).
 
         Vanished deals are judged against the last complete full pull of the deal stream of each
-        enabled source (:data:`sync_worker.engine.DEAL_STREAMS`).
+        enabled source whose spec has one (:attr:`~sync_worker.plugins.ConnectorSpec.full_stream`).
         """
-        from sync_worker.engine import DEAL_STREAMS, full_pull_started
+        from sync_worker.engine import full_pull_started
         from sync_worker.leaks import scan_leaks
 
-        streams = {source: DEAL_STREAMS[source] for source in self.connectors if source in DEAL_STREAMS}
+        streams = full_streams(self.connectors)
         return scan_leaks(
             self.store,
             self.mappings.current.model,
@@ -203,17 +200,15 @@ class Runtime:
         )
 
     def prepare_targets(self) -> list[str]:
-        """Create the custom deal properties the service writes in HubSpot (leak flags, the Pipedrive
-        id) when missing; idempotent. Run by the scheduler's ``prepare_targets`` job, not at every
-        worker start, so N workers do not race to create them. The names created."""
-        from connectors.hubspot import HubSpotConnector
-
-        hubspot = self.connectors.get("hubspot")
-        if not isinstance(hubspot, HubSpotConnector):
-            return []
-        created = [*hubspot.ensure_flag_properties(), *hubspot.ensure_identity_properties()]
-        if created:
-            _log.info("hubspot: created deal properties %s", ", ".join(created))
+        """Let each connector create what the service writes into (custom fields for leak flags and
+        link ids) when missing; idempotent. Run by the scheduler's ``prepare_targets`` job, not at
+        every worker start, so N workers do not race to create them. The names created."""
+        created: list[str] = []
+        for name, connector in self.connectors.items():
+            made = connector.prepare()
+            if made:
+                _log.info("%s: created %s", name, ", ".join(made))
+            created.extend(made)
         return created
 
     def configure_actors(self) -> None:
@@ -257,7 +252,7 @@ def build_runtime(
     ``sync`` command when Redis is not reachable). Raises :class:`ConfigError` or
     :class:`~sync_worker.errors.MappingError` on bad configuration.
     """
-    from sync_worker.engine import EngineConfig, own_change_sources
+    from sync_worker.engine import EngineConfig
 
     client = redis_client(settings)
     holder = MappingsHolder(settings.resolved_mappings_dir(), interval=settings.mappings_reload_seconds)
@@ -266,11 +261,8 @@ def build_runtime(
     def limiter(system: str) -> RedisRateLimiter | None:
         return limiter_for(system, settings, client) if shared_limits else None
 
-    connectors = build_connectors(settings, holder.current, limiter=limiter, clock=clock)
-    own = own_change_sources(
-        hubspot_app_id=settings.hubspot.app_id, pipedrive_user_id=settings.pipedrive.user_id
-    )
-    config = EngineConfig(own_change_sources=own)
+    connectors = build_connectors(settings, lambda: holder.current, limiter=limiter, clock=clock)
+    config = EngineConfig(own_change_sources=own_markers(settings))
     if coalesce_window is not None:
         config = replace(config, coalesce_window=coalesce_window)
     service = SyncService(store, holder, connectors, clock=clock, config=config)

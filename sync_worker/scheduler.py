@@ -31,7 +31,7 @@ from typing import Final, Protocol
 
 from sync_worker.actors import poll_source, prepare_targets_job, push_target, scan_leaks_job, sweep_inbox_job
 from sync_worker.broker import enqueue_errors
-from sync_worker.engine.fullpull import DEAL_STREAMS
+from sync_worker.engine.fullpull import full_streams
 from sync_worker.errors import TransientError
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.settings import Settings
@@ -93,13 +93,12 @@ def scheduled_jobs(
     ]
     jobs += [
         Job(
-            f"full:{source}:{DEAL_STREAMS[source]}",
+            f"full:{source}:{stream}",
             settings.full_pull_interval_seconds,
-            functools.partial(poll_source.send, source, DEAL_STREAMS[source], True),
+            functools.partial(poll_source.send, source, stream, True),
             first_after=settings.full_pull_interval_seconds,  # the first incremental poll reads everything
         )
-        for source in streams
-        if source in DEAL_STREAMS
+        for source, stream in full_streams(streams).items()
     ]
     targets = list(streams) if push_targets is None else list(push_targets)
     if settings.alerts.webhook_url is not None and ALERT_TARGET not in targets:

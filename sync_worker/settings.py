@@ -1,6 +1,8 @@
 """Typed settings, read once by the entry point from the environment (and ``.env``).
 
-Prefix ``SYNC_``, nested with ``__`` (``SYNC_HUBSPOT__TOKEN``). Every credential is a
+Prefix ``SYNC_``, nested with ``__``. The core's own fields are declared here; each registered
+connector (:mod:`sync_worker.plugins`) adds one section, its spec's ``settings_model``, read from
+``SYNC_<NAME>__*`` and reached with :meth:`Settings.section`. Every credential is a
 :class:`~pydantic.SecretStr`. Nothing else in the project reads ``os.environ``; tests build
 ``Settings(...)`` directly. :func:`load_settings` turns validation failures into a
 :class:`~sync_worker.errors.ConfigError` naming the environment variable.
@@ -8,68 +10,89 @@ Prefix ``SYNC_``, nested with ``__`` (``SYNC_HUBSPOT__TOKEN``). Every credential
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+from typing import Any, Literal, TypeVar, cast, overload
 
-from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sync_worker.errors import ConfigError
 
 __all__ = [
     "AlertSettings",
-    "HubSpotSettings",
-    "LaGrowthMachineSettings",
-    "PipedriveSettings",
     "Settings",
     "default_mappings_dir",
     "describe_settings",
     "load_settings",
+    "mask_url",
+    "url_password",
 ]
 
 ENV_PREFIX = "SYNC_"
+_S = TypeVar("_S", bound=BaseModel)
 
 
-class HubSpotSettings(BaseModel):
-    token: SecretStr | None = None
-    client_secret: SecretStr | None = None
-    client_id: str | None = None
-    app_id: str | None = Field(default=None, description="our app's id: webhooks from it are our own writes")
-    refresh_token: SecretStr | None = None
-    base_url: AnyHttpUrl = AnyHttpUrl("https://api.hubapi.com")
-    accept_signature_v1: bool = False
-    rate_limit_per_10s: int = Field(default=100, gt=0)
-    search_rate_limit_per_s: int = Field(default=5, gt=0)
+def _connector_models() -> dict[str, type[BaseModel]]:
+    from sync_worker.plugins import registry
 
-    @property
-    def enabled(self) -> bool:
-        return self.token is not None or self.refresh_token is not None
+    return {name: spec.settings_model for name, spec in registry().items()}
 
 
-class PipedriveSettings(BaseModel):
-    api_token: SecretStr | None = None
-    oauth_token: SecretStr | None = None
-    base_url: AnyHttpUrl = AnyHttpUrl("https://api.pipedrive.com")
-    webhook_user: str | None = None
-    webhook_password: SecretStr | None = None
-    user_id: str | None = Field(default=None, description="the API user we write as: its changes are ours")
-    rate_limit_per_2s: int = Field(default=80, gt=0)
+def _nest(flat: dict[str, str | None], names: set[str]) -> dict[str, Any]:
+    """``{"sync_zoho__client_id": v}`` -> ``{"zoho": {"client_id": v}}`` for the registered names."""
+    out: dict[str, Any] = {}
+    prefix = ENV_PREFIX.lower()
+    for key, value in flat.items():
+        lowered = key.lower()
+        if value is None or not lowered.startswith(prefix):
+            continue
+        parts = lowered[len(prefix) :].split("__")
+        if len(parts) < 2 or parts[0] not in names:
+            continue
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return out
 
-    @property
-    def enabled(self) -> bool:
-        return self.api_token is not None or self.oauth_token is not None
 
+class _ConnectorEnvSource(PydanticBaseSettingsSource):
+    """``SYNC_<NAME>__*`` from the environment (over ``.env``) for every registered connector."""
 
-class LaGrowthMachineSettings(BaseModel):
-    api_key: SecretStr | None = None
-    base_url: AnyHttpUrl = AnyHttpUrl("https://apiv2.lagrowthmachine.com/flow")
-    webhook_secret: SecretStr | None = None
-    rate_limit_per_10s: int = Field(default=50, gt=0)
+    def __init__(self, settings_cls: type[BaseSettings], env_file: Any) -> None:
+        super().__init__(settings_cls)
+        self._env_file = env_file
 
-    @property
-    def enabled(self) -> bool:
-        return self.api_key is not None
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        names = set(_connector_models())
+        flat: dict[str, str | None] = {}
+        files = self._env_file if isinstance(self._env_file, list | tuple) else [self._env_file]
+        for path in files:
+            if path is not None and Path(path).is_file():
+                flat.update(dotenv_values(path))
+        flat.update(os.environ)
+        return _nest(flat, names)
 
 
 class AlertSettings(BaseModel):
@@ -84,7 +107,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="allow",
     )
 
     database_url: str = "sqlite:///./sync-worker.db"
@@ -105,10 +128,69 @@ class Settings(BaseSettings):
         description="how often each CRM's deals are pulled in full (finds vanished deals)",
     )
     mappings_reload_seconds: float = Field(default=2.0, gt=0)
-    hubspot: HubSpotSettings = HubSpotSettings()
-    pipedrive: PipedriveSettings = PipedriveSettings()
-    lagrowthmachine: LaGrowthMachineSettings = LaGrowthMachineSettings()
     alerts: AlertSettings = AlertSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env_file = getattr(dotenv_settings, "env_file", None)
+        connectors = _ConnectorEnvSource(settings_cls, env_file)
+        return (init_settings, connectors, env_settings, dotenv_settings, file_secret_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _connector_sections(cls, data: Any) -> Any:
+        """Validate each registered connector's section with its model; drop unknown extras."""
+        if not isinstance(data, dict):
+            return data
+        models = _connector_models()
+        out = {k: v for k, v in data.items() if k in cls.model_fields}
+        problems: list[str] = []
+        for name, model in models.items():
+            raw = data.get(name)
+            if isinstance(raw, model):
+                out[name] = raw
+                continue
+            try:
+                out[name] = model.model_validate(raw if raw is not None else {})
+            except ValidationError as exc:
+                for err in exc.errors():
+                    problems.append(f"{_env_name((name, *err['loc']))}: {err['msg']}")
+        if problems:
+            raise PydanticCustomError("connector_settings", "\n  ".join(problems))
+        return out
+
+    @overload
+    def section(self, name: str) -> BaseModel: ...
+
+    @overload
+    def section(self, name: str, model: type[_S]) -> _S: ...
+
+    def section(self, name: str, model: type[BaseModel] | None = None) -> BaseModel:
+        """The settings section of the connector registered as ``name`` (its spec's model).
+
+        ``model`` checks the type (connectors pass their own model class). :class:`ConfigError`
+        when no such connector is registered.
+        """
+        extra = self.__pydantic_extra__ or {}
+        value = extra.get(name)
+        if value is None:
+            known = ", ".join(sorted(extra)) or "none"
+            raise ConfigError(f"no connector named {name!r} is registered (registered: {known})")
+        if model is not None and not isinstance(value, model):
+            raise TypeError(f"settings section {name!r} is a {type(value).__name__}, not {model.__name__}")
+        return cast(BaseModel, value)
+
+    def sections(self) -> dict[str, BaseModel]:
+        """Every connector section by name."""
+        extra = self.__pydantic_extra__ or {}
+        return {k: v for k, v in sorted(extra.items()) if isinstance(v, BaseModel)}
 
     @field_validator("database_url")
     @classmethod
@@ -134,6 +216,27 @@ class Settings(BaseSettings):
         return default_mappings_dir()
 
 
+def url_password(value: str) -> str | None:
+    """The password inside a URL's user info (``scheme://user:password@host``), else None."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        return None
+    return unquote(password) if password else None
+
+
+def mask_url(value: str) -> str:
+    """``value`` with the password of its user info replaced by ``***`` (other text unchanged)."""
+    if url_password(value) is None:
+        return value
+    parts = urlsplit(value)
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+
+
 def default_mappings_dir() -> Path:
     """The default mappings shipped inside the installed package."""
     return Path(str(resources.files("sync_worker") / "defaults"))
@@ -151,7 +254,7 @@ def load_settings(**overrides: Any) -> Settings:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            problems.append(f"{_env_name(loc)}: {err['msg']}")
+            problems.append(f"{_env_name(loc)}: {err['msg']}" if loc else err["msg"])
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
 
 
@@ -168,8 +271,10 @@ def describe_settings(settings: Settings) -> dict[str, str]:
             elif isinstance(value, SecretStr):
                 rows[_env_name(loc)] = "********"
             else:
-                rows[_env_name(loc)] = "" if value is None else str(value)
+                rows[_env_name(loc)] = "" if value is None else mask_url(str(value))
 
     walk(settings, ())
+    for name, section in settings.sections().items():
+        walk(section, (name,))
     rows[_env_name(("mappings_dir",))] = str(settings.resolved_mappings_dir())
     return rows

@@ -7,9 +7,11 @@ Modules: ``client`` (the connector: pulls, lookups), ``auth`` (private-app or OA
 
 from connectors.hubspot.client import HubSpotConnector, from_settings
 from connectors.hubspot.convert import from_canonical, to_canonical
+from connectors.hubspot.spec import SPEC
 from connectors.hubspot.webhooks import parse_events, verify_signature
 
 __all__ = [
+    "SPEC",
     "HubSpotConnector",
     "from_canonical",
     "from_settings",

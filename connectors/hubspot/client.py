@@ -38,15 +38,17 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connectors.hubspot import identity, push
+from connectors.hubspot import identity, inbox, push
 from connectors.hubspot.auth import BearerAuth, TokenSource
 from connectors.hubspot.convert import (
-    DEAL_PROPERTIES,
     SOURCE,
+    deal_properties,
     parse_hubspot_datetime,
     stages_from_pipelines,
     to_canonical,
 )
+from connectors.hubspot.limits import read_limits
+from connectors.hubspot.settings import HubSpotSettings
 from connectors.hubspot.webhooks import parse_events, verify_signature
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -56,14 +58,22 @@ from sync_worker.canonical import (
     UpdateResult,
     WebhookEvent,
 )
-from sync_worker.connector import WebhookRequest
+from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError
 from sync_worker.http import ApiClient, ApiResponse, RateLimiter
-from sync_worker.mappings import Mappings
-from sync_worker.ratelimit import LocalRateLimiter, documented_limits
+from sync_worker.mappings import Mappings, MappingsSource, mappings_source
+from sync_worker.ratelimit import Limit, LocalRateLimiter
 from sync_worker.settings import Settings
+from sync_worker.store.models import InboxEvent
 
-__all__ = ["DEFAULT_BASE_URL", "SEARCH_LIMIT", "SEARCH_MAX_RESULTS", "HubSpotConnector", "from_settings"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "SEARCH_LIMIT",
+    "SEARCH_MAX_RESULTS",
+    "HubSpotConnector",
+    "from_section",
+    "from_settings",
+]
 
 DEFAULT_BASE_URL = "https://api.hubapi.com"
 SEARCH_LIMIT = 200
@@ -123,7 +133,7 @@ class HubSpotConnector:
 
     def __init__(
         self,
-        mappings: Mappings,
+        mappings: Mappings | MappingsSource,
         *,
         token: SecretStr | None = None,
         client_id: str | None = None,
@@ -131,6 +141,7 @@ class HubSpotConnector:
         refresh_token: SecretStr | None = None,
         base_url: str = DEFAULT_BASE_URL,
         accept_signature_v1: bool = False,
+        link_systems: Sequence[str] = (),
         transport: httpx.BaseTransport | None = None,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -144,7 +155,7 @@ class HubSpotConnector:
             raise ConfigError(
                 "hubspot: OAuth refresh needs SYNC_HUBSPOT__CLIENT_ID and SYNC_HUBSPOT__CLIENT_SECRET"
             )
-        self._mappings = mappings
+        self._current_mappings = mappings_source(mappings)
         self._clock = clock
         self._client_secret = client_secret
         self._accept_v1 = accept_signature_v1
@@ -174,7 +185,14 @@ class HubSpotConnector:
             max_attempts=max_attempts,
         )
         self._stages: list[SourceStage] | None = None
-        self._has_identity: bool | None = None
+        self._link_systems = tuple(link_systems)
+        self._properties = deal_properties(self._link_systems)
+        self._has_identity: dict[str, bool] = {}
+
+    @property
+    def _mappings(self) -> Mappings:
+        """The mappings in force now (a hot reload takes effect from the next translation on)."""
+        return self._current_mappings()
 
     def __repr__(self) -> str:
         return f"HubSpotConnector({self._api!r})"
@@ -238,7 +256,7 @@ class HubSpotConnector:
                 }
             ],
             "sorts": [{"propertyName": "hs_lastmodifieddate", "direction": "ASCENDING"}],
-            "properties": list(DEAL_PROPERTIES),
+            "properties": list(self._properties),
             "limit": SEARCH_LIMIT,
         }
         if after is not None:
@@ -299,7 +317,7 @@ class HubSpotConnector:
             params: dict[str, Any] = {
                 "archived": "true",
                 "limit": LIST_LIMIT,
-                "properties": ",".join(DEAL_PROPERTIES),
+                "properties": ",".join(self._properties),
             }
             if after:
                 params["after"] = str(after)
@@ -325,7 +343,7 @@ class HubSpotConnector:
         out: list[CanonicalRecord] = []
         for start in range(0, len(ids), 100):
             chunk = ids[start : start + 100]
-            body = {"properties": list(DEAL_PROPERTIES), "inputs": [{"id": str(i)} for i in chunk]}
+            body = {"properties": list(self._properties), "inputs": [{"id": str(i)} for i in chunk]}
             response = self._request("POST", f"{DEALS_PATH}/batch/read", json_body=body)
             records = [to_canonical(item, self._mappings) for item in _results(response, "batch read")]
             out.extend(self._with_contact_emails(records))
@@ -349,11 +367,13 @@ class HubSpotConnector:
             find_contacts=self._find_contacts,
         )
 
-    def _identity_property(self) -> bool:
-        """Whether ``sync_worker_pipedrive_id`` exists; asked once per connector, then remembered."""
-        if self._has_identity is None:
-            self._has_identity = identity.identity_property_exists(self._request)
-        return self._has_identity
+    def _identity_property(self, system: str) -> bool:
+        """Whether ``system``'s link-id property exists (False for a system not linked); asked once."""
+        if system not in self._link_systems:
+            return False
+        if system not in self._has_identity:
+            self._has_identity[system] = identity.identity_property_exists(self._request, system)
+        return self._has_identity[system]
 
     def _find_contacts(self, emails: Sequence[str]) -> Mapping[str, str]:
         return identity.contacts_by_email(self._request, emails)
@@ -363,12 +383,20 @@ class HubSpotConnector:
         return push.ensure_flag_properties(self._request)
 
     def ensure_identity_properties(self) -> list[str]:
-        """Create the ``sync_worker_pipedrive_id`` deal property (and its group) when missing."""
-        created = identity.ensure_identity_properties(self._request)
-        self._has_identity = True
+        """Create the link-id deal property of each linked system (and their group) when missing."""
+        created = identity.ensure_identity_properties(self._request, self._link_systems)
+        self._has_identity.update(dict.fromkeys(self._link_systems, True))
         return created
 
     # -- Webhooks ---------------------------------------------------------------------------------
+
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        """Inbox events -> records, the deals of the batch read together (:mod:`.inbox`)."""
+        return inbox.normalise_events(events, ctx, self.read_deals)
+
+    def prepare(self) -> list[str]:
+        """Create the leak-flag and link-id deal properties the service writes, when missing."""
+        return [*self.ensure_flag_properties(), *self.ensure_identity_properties()]
 
     def verify_webhook(self, request: WebhookRequest) -> None:
         """Check the v3 signature (or v1 when accepted); :class:`SignatureError` otherwise."""
@@ -380,17 +408,20 @@ class HubSpotConnector:
         return parse_events(body)
 
 
-def from_settings(
-    settings: Settings,
-    mappings: Mappings,
+def from_section(
+    hub: HubSpotSettings,
+    mappings: Mappings | MappingsSource,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], datetime] = _utcnow,
 ) -> HubSpotConnector:
-    """Build the connector from ``settings.hubspot``; :class:`ConfigError` when it is not configured."""
-    hub = settings.hubspot
+    """Build the connector from its settings section; :class:`ConfigError` when it is not configured."""
+    limits = {
+        "default": Limit(hub.rate_limit_per_10s, 10.0),
+        "search": Limit(hub.search_rate_limit_per_s, 1.0),
+    }
     return HubSpotConnector(
         mappings,
         token=hub.token,
@@ -399,8 +430,29 @@ def from_settings(
         refresh_token=hub.refresh_token,
         base_url=str(hub.base_url),
         accept_signature_v1=hub.accept_signature_v1,
+        link_systems=hub.link_systems,
         transport=transport,
-        limiter=limiter or LocalRateLimiter(documented_limits("hubspot", settings), sleep=sleep),
+        limiter=limiter or LocalRateLimiter(limits, sleep=sleep, reader=read_limits),
+        sleep=sleep,
+        clock=clock,
+    )
+
+
+def from_settings(
+    settings: Settings,
+    mappings: Mappings | MappingsSource,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    limiter: RateLimiter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], datetime] = _utcnow,
+) -> HubSpotConnector:
+    """:func:`from_section` with the service settings' ``hubspot`` section."""
+    return from_section(
+        settings.section(SOURCE, HubSpotSettings),
+        mappings,
+        transport=transport,
+        limiter=limiter,
         sleep=sleep,
         clock=clock,
     )

@@ -46,9 +46,11 @@ from sync_worker.mappings import Mappings
 __all__ = [
     "DEAL_PROPERTIES",
     "FLAG_PROPERTIES",
-    "PIPEDRIVE_ID_PROPERTY",
+    "LINK_PREFIX",
     "SOURCE",
+    "deal_properties",
     "from_canonical",
+    "link_property",
     "parse_hubspot_datetime",
     "stages_from_pipelines",
     "to_canonical",
@@ -56,9 +58,28 @@ __all__ = [
 
 SOURCE = "hubspot"
 
-# The project's own deal property holding the id of the deal's Pipedrive twin (created by
-# ``ensure_identity_properties``); read into ``CanonicalRecord.links["pipedrive"]``.
-PIPEDRIVE_ID_PROPERTY = "sync_worker_pipedrive_id"
+# The project's own deal properties holding the id of the deal's twin in another system, one per
+# system named in ``SYNC_HUBSPOT__LINK_SYSTEMS`` (created by ``ensure_identity_properties``); read
+# into ``CanonicalRecord.links[<system>]``.
+LINK_PREFIX = "sync_worker_"
+LINK_SUFFIX = "_id"
+
+
+def link_property(system: str) -> str:
+    """The deal property holding the id of the deal's twin in ``system``."""
+    return f"{LINK_PREFIX}{system}{LINK_SUFFIX}"
+
+
+def _links(props: Mapping[str, Any]) -> dict[str, str]:
+    links: dict[str, str] = {}
+    for name in props:
+        if name.startswith(LINK_PREFIX) and name.endswith(LINK_SUFFIX):
+            value = _text(props, name)
+            system = name[len(LINK_PREFIX) : -len(LINK_SUFFIX)]
+            if value is not None and system:
+                links[system] = value
+    return links
+
 
 # What the translation reads; requested on every search, batch read and listing.
 DEAL_PROPERTIES: tuple[str, ...] = (
@@ -75,8 +96,13 @@ DEAL_PROPERTIES: tuple[str, ...] = (
     "hs_is_closed",
     "hs_is_closed_won",
     "hs_v2_date_entered_current_stage",
-    PIPEDRIVE_ID_PROPERTY,
 )
+
+
+def deal_properties(link_systems: Sequence[str] = ()) -> tuple[str, ...]:
+    """What a read asks for: :data:`DEAL_PROPERTIES` plus the link property of each linked system."""
+    return (*DEAL_PROPERTIES, *(link_property(system) for system in link_systems))
+
 
 # The custom deal properties leak flags are written to (created by ensure_flag_properties).
 FLAG_PROPERTIES: tuple[str, ...] = (
@@ -174,7 +200,6 @@ def to_canonical(payload: Mapping[str, Any], mappings: Mappings) -> CanonicalRec
     key = resolved if isinstance(resolved, StageKey) else None
     unmapped = resolved if isinstance(resolved, UnmappedStage) else None
     close = parse_hubspot_datetime(props.get("closedate"))
-    twin = _text(props, PIPEDRIVE_ID_PROPERTY)
     return CanonicalRecord(
         source=SOURCE,
         kind="deal",
@@ -193,7 +218,7 @@ def to_canonical(payload: Mapping[str, Any], mappings: Mappings) -> CanonicalRec
         created_at=parse_hubspot_datetime(props.get("createdate"))
         or parse_hubspot_datetime(payload.get("createdAt")),
         stage_changed_at=parse_hubspot_datetime(props.get("hs_v2_date_entered_current_stage")),
-        links={"pipedrive": twin} if twin is not None else {},
+        links=_links(props),
         unmapped=unmapped,
     )
 

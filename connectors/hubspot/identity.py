@@ -20,8 +20,8 @@ could never match a HubSpot deal with its Pipedrive copy. This module fills both
   "associationTypeId": 3}]}]`` (3 is the default deal -> contact type):
   https://developers.hubspot.com/docs/api/crm/deals and
   https://developers.hubspot.com/docs/api/crm/associations
-* The external-id property (:data:`PIPEDRIVE_ID_PROPERTY`, a single-line text deal property in the
-  ``sync_worker`` group) is created like the leak-flag properties:
+* The link-id properties (:func:`~connectors.hubspot.convert.link_property`, single-line text deal
+  properties in the ``sync_worker`` group) are created like the leak-flag properties:
   https://developers.hubspot.com/docs/api/crm/properties
 
 Which contact's e-mail a deal gets: among the contacts HubSpot lists on the first page of the deal's
@@ -38,7 +38,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from connectors.hubspot.convert import PIPEDRIVE_ID_PROPERTY
+from connectors.hubspot.convert import link_property
 from connectors.hubspot.push import FLAG_GROUP, Requester, create_missing_properties
 from sync_worker.canonical import CanonicalRecord
 from sync_worker.errors import PermanentError
@@ -46,7 +46,6 @@ from sync_worker.errors import PermanentError
 __all__ = [
     "ASSOCIATIONS_BATCH",
     "CONTACTS_BATCH",
-    "PIPEDRIVE_ID_PROPERTY",
     "contact_emails",
     "contacts_by_email",
     "deal_contact_emails",
@@ -61,15 +60,15 @@ CONTACTS_BATCH = 100
 _ASSOCIATIONS = "/crm/v4/associations/deals/contacts/batch/read"
 _CONTACTS_READ = "/crm/v3/objects/contacts/batch/read"
 
-_IDENTITY_DEFINITIONS: tuple[dict[str, Any], ...] = (
-    {
-        "name": PIPEDRIVE_ID_PROPERTY,
-        "label": "Pipedrive deal id",
+
+def _identity_definition(system: str) -> dict[str, Any]:
+    return {
+        "name": link_property(system),
+        "label": f"{system} deal id",
         "type": "string",
         "fieldType": "text",
-        "description": "The id of this deal's twin in Pipedrive, written by sync-worker",
-    },
-)
+        "description": f"The id of this deal's twin in {system}, written by sync-worker",
+    }
 
 
 def _results(data: Any) -> list[Mapping[str, Any]]:
@@ -163,10 +162,10 @@ def contacts_by_email(request: Requester, emails: Iterable[str]) -> dict[str, st
     return out
 
 
-def identity_property_exists(request: Requester) -> bool:
-    """Whether the account has the :data:`PIPEDRIVE_ID_PROPERTY` deal property (one GET; 404 is False)."""
+def identity_property_exists(request: Requester, system: str) -> bool:
+    """Whether the account has ``system``'s link-id deal property (one GET; 404 is False)."""
     try:
-        request("GET", f"/crm/v3/properties/deals/{PIPEDRIVE_ID_PROPERTY}")
+        request("GET", f"/crm/v3/properties/deals/{link_property(system)}")
     except PermanentError as exc:
         if exc.status == 404:
             return False
@@ -174,6 +173,9 @@ def identity_property_exists(request: Requester) -> bool:
     return True
 
 
-def ensure_identity_properties(request: Requester) -> list[str]:
-    """Create the ``sync_worker`` group and the external-id deal property when missing; names created."""
-    return create_missing_properties(request, _IDENTITY_DEFINITIONS, group=FLAG_GROUP)
+def ensure_identity_properties(request: Requester, systems: Sequence[str]) -> list[str]:
+    """Create the ``sync_worker`` group and a link-id deal property per system when missing; names created."""
+    if not systems:
+        return []
+    definitions = tuple(_identity_definition(system) for system in systems)
+    return create_missing_properties(request, definitions, group=FLAG_GROUP)

@@ -13,7 +13,7 @@
 * Identity on writes (see :mod:`connectors.hubspot.identity`): a create carrying ``contact_email``
   is associated (``associations`` on its ``batch/create`` input, type 3 deal -> contact) with the
   contact HubSpot knows by that e-mail, looked up for all creates at once; no contact is created.
-  A write whose origin is Pipedrive also sets ``sync_worker_pipedrive_id`` when the account has it.
+  A write whose origin is a linked system also sets that system's link-id property when the account has it.
   https://developers.hubspot.com/docs/api/crm/deals
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from connectors.hubspot.convert import PIPEDRIVE_ID_PROPERTY, from_canonical, parse_hubspot_datetime
+from connectors.hubspot.convert import from_canonical, link_property, parse_hubspot_datetime
 from sync_worker.canonical import CanonicalUpdate, SourceStage, UpdateResult
 from sync_worker.errors import AuthError, PermanentError, TransientError
 from sync_worker.http import ApiResponse
@@ -233,20 +233,21 @@ def apply_updates(
     mappings: Mappings,
     stages: Callable[[], Sequence[SourceStage]],
     *,
-    identity_property: Callable[[], bool] | None = None,
+    identity_property: Callable[[str], bool] | None = None,
     find_contacts: ContactFinder | None = None,
 ) -> list[UpdateResult]:
     """Write ``updates`` in batches; one result per update, in order. :class:`AuthError` propagates.
 
-    ``identity_property`` says (asked at most once, only when needed) whether the account has the
-    ``sync_worker_pipedrive_id`` deal property; when it does, a write whose ``origin`` is
-    ``pipedrive`` with an ``origin_id`` sets it. ``find_contacts`` looks up the contacts of the
-    creates' ``contact_email`` in one batched call; each create is associated with its contact.
+    ``identity_property(system)`` says (asked only when needed) whether the account has the link-id
+    deal property of ``system`` (None: the origin is not a linked system); when it does, a write
+    whose ``origin`` is that system with an ``origin_id`` sets it. ``find_contacts`` looks up the
+    contacts of the creates' ``contact_email`` in one batched call; each create is associated with
+    its contact.
     """
     results: dict[int, UpdateResult] = {}
     creates: list[_Pending] = []
     changes: list[_Pending] = []
-    has_identity: bool | None = None
+    has_identity: dict[str, bool] = {}
     for index, update in enumerate(updates):
         try:
             known = stages() if update.stage is not None or update.status in ("won", "lost") else ()
@@ -256,11 +257,11 @@ def apply_updates(
         except PermanentError as exc:
             results[index] = UpdateResult(update.idempotency_key, ok=False, error=str(exc))
             continue
-        if update.origin == "pipedrive" and update.origin_id and identity_property is not None:
-            if has_identity is None:
-                has_identity = identity_property()
-            if has_identity:
-                props[PIPEDRIVE_ID_PROPERTY] = update.origin_id
+        if update.origin_id and identity_property is not None:
+            if update.origin not in has_identity:
+                has_identity[update.origin] = identity_property(update.origin)
+            if has_identity[update.origin]:
+                props[link_property(update.origin)] = update.origin_id
         pending = _Pending(index, update, props)
         (creates if update.external_id is None else changes).append(pending)
     creates = _associate(creates, find_contacts, results)

@@ -51,10 +51,12 @@ from connectors.lagrowthmachine.convert import (
     reply_to_canonical,
     to_canonical,
 )
+from connectors.lagrowthmachine.spec import SPEC
 
 __all__ = [
     "LEAD_STATUSES",
     "RATE_LIMIT_BUCKET",
+    "SPEC",
     "STREAM_LEAD_STATUSES",
     "STREAM_REPLIES",
     "LaGrowthMachineConnector",

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from connectors.lagrowthmachine import inbox
 from connectors.lagrowthmachine.convert import (
     SOURCE,
     from_canonical,
@@ -39,6 +40,7 @@ from connectors.lagrowthmachine.convert import (
     parse_id,
     reply_to_canonical,
 )
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
 from connectors.lagrowthmachine.webhooks import parse_body, verify_token
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -48,12 +50,13 @@ from sync_worker.canonical import (
     UpdateResult,
     WebhookEvent,
 )
-from sync_worker.connector import WebhookRequest
+from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
-from sync_worker.mappings import Mappings
-from sync_worker.ratelimit import LocalRateLimiter, documented_limits
-from sync_worker.settings import LaGrowthMachineSettings, Settings
+from sync_worker.mappings import Mappings, MappingsSource, mappings_source
+from sync_worker.ratelimit import Limit, LocalRateLimiter
+from sync_worker.settings import Settings
+from sync_worker.store.models import InboxEvent
 
 __all__ = [
     "API_KEY_PARAM",
@@ -158,7 +161,7 @@ class LaGrowthMachineConnector:
     def __init__(
         self,
         settings: LaGrowthMachineSettings,
-        mappings: Mappings,
+        mappings: Mappings | MappingsSource,
         *,
         transport: httpx.BaseTransport | None = None,
         limiter: RateLimiter | None = None,
@@ -172,7 +175,7 @@ class LaGrowthMachineConnector:
                 "SYNC_LAGROWTHMACHINE__API_KEY is not set: the LaGrowthMachine connector is off"
             )
         self._settings = settings
-        self._mappings = mappings
+        self._current_mappings = mappings_source(mappings)
         self._clock = clock
         self._page_size = page_size
         self.rate_limit = (settings.rate_limit_per_10s, RATE_LIMIT_WINDOW_SECONDS)
@@ -197,8 +200,13 @@ class LaGrowthMachineConnector:
 
     @mappings.setter
     def mappings(self, value: Mappings) -> None:
-        """Swap in reloaded mappings (hot reload); translation uses them from the next record on."""
-        self._mappings = value
+        """Swap in fixed mappings; translation uses them from the next record on."""
+        self._current_mappings = mappings_source(value)
+
+    @property
+    def _mappings(self) -> Mappings:
+        """The mappings in force now (a hot reload takes effect from the next translation on)."""
+        return self._current_mappings()
 
     def close(self) -> None:
         self._api.close()
@@ -376,6 +384,14 @@ class LaGrowthMachineConnector:
 
     # -- webhooks ------------------------------------------------------------------------------
 
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        """Inbox events -> lead records; a received message is a reply (:mod:`.inbox`)."""
+        return inbox.normalise_events(events, ctx)
+
+    def prepare(self) -> list[str]:
+        """Nothing to create in LaGrowthMachine."""
+        return []
+
     def verify_webhook(self, request: WebhookRequest) -> None:
         verify_token(request, self._settings.webhook_secret)
 
@@ -383,19 +399,38 @@ class LaGrowthMachineConnector:
         return parse_body(body)
 
 
-def from_settings(
-    settings: Settings,
-    mappings: Mappings,
+def from_section(
+    section: LaGrowthMachineSettings,
+    mappings: Mappings | MappingsSource,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> LaGrowthMachineConnector:
-    """Build the connector from the service settings; :class:`ConfigError` when the key is unset."""
+    """Build the connector from its settings section; :class:`ConfigError` when the key is unset."""
     return LaGrowthMachineConnector(
-        settings.lagrowthmachine,
+        section,
         mappings,
         transport=transport,
-        limiter=limiter or LocalRateLimiter(documented_limits(SOURCE, settings), sleep=sleep),
+        limiter=limiter
+        or LocalRateLimiter({"default": Limit(section.rate_limit_per_10s, 10.0)}, sleep=sleep),
+        sleep=sleep,
+    )
+
+
+def from_settings(
+    settings: Settings,
+    mappings: Mappings | MappingsSource,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    limiter: RateLimiter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> LaGrowthMachineConnector:
+    """:func:`from_section` with the service settings' ``lagrowthmachine`` section."""
+    return from_section(
+        settings.section(SOURCE, LaGrowthMachineSettings),
+        mappings,
+        transport=transport,
+        limiter=limiter,
         sleep=sleep,
     )

@@ -10,9 +10,11 @@ https://pipedrive.readme.io/docs/guide-for-webhooks-v2
 
 from connectors.pipedrive.client import PipedriveConnector, from_settings
 from connectors.pipedrive.convert import from_canonical, to_canonical
+from connectors.pipedrive.spec import SPEC
 from connectors.pipedrive.webhooks import parse_webhook, verify_basic_auth
 
 __all__ = [
+    "SPEC",
     "PipedriveConnector",
     "from_canonical",
     "from_settings",

@@ -15,8 +15,8 @@ from collections.abc import Generator
 
 import httpx
 
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.errors import ConfigError
-from sync_worker.settings import PipedriveSettings
 
 __all__ = ["TokenAuth"]
 

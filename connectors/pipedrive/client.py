@@ -38,6 +38,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
+from connectors.pipedrive import inbox
 from connectors.pipedrive.access import TokenAuth
 from connectors.pipedrive.convert import (
     SOURCE,
@@ -48,6 +49,7 @@ from connectors.pipedrive.convert import (
     stage_from_payload,
     to_canonical,
 )
+from connectors.pipedrive.settings import PipedriveSettings
 from connectors.pipedrive.webhooks import parse_webhook, verify_basic_auth
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -58,14 +60,20 @@ from sync_worker.canonical import (
     UpdateResult,
     WebhookEvent,
 )
-from sync_worker.connector import WebhookRequest
+from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
 from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
-from sync_worker.mappings import Mappings
-from sync_worker.ratelimit import LocalRateLimiter, documented_limits
+from sync_worker.mappings import Mappings, MappingsSource, mappings_source
+from sync_worker.ratelimit import Limit, LocalRateLimiter
 from sync_worker.settings import Settings
+from sync_worker.store.models import InboxEvent
 
-__all__ = ["STREAMS", "PipedriveConnector", "from_settings"]
+__all__ = [
+    "STREAMS",
+    "PipedriveConnector",
+    "from_section",
+    "from_settings",
+]
 
 STREAMS: Mapping[str, tuple[str, Mapping[str, str]]] = {
     "deals": ("/api/v2/deals", {}),
@@ -114,7 +122,7 @@ class PipedriveConnector:
     def __init__(
         self,
         api: ApiClient,
-        mappings: Mappings,
+        mappings: Mappings | MappingsSource,
         *,
         webhook_user: str | None = None,
         webhook_password: SecretStr | None = None,
@@ -123,7 +131,7 @@ class PipedriveConnector:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._api = api
-        self._mappings = mappings
+        self._current_mappings = mappings_source(mappings)
         self._webhook_user = webhook_user
         self._webhook_password = webhook_password
         self._flag_with = flag_with
@@ -132,6 +140,11 @@ class PipedriveConnector:
         self._stages: dict[str, SourceStage] | None = None
         self._deleted_stages: set[str] = set()
         self._label_field: tuple[int, dict[str, int]] | None = None
+
+    @property
+    def _mappings(self) -> Mappings:
+        """The mappings in force now (a hot reload takes effect from the next translation on)."""
+        return self._current_mappings()
 
     def __repr__(self) -> str:
         return f"PipedriveConnector({self._api!r})"
@@ -366,6 +379,14 @@ class PipedriveConnector:
 
     # -- webhooks -------------------------------------------------------------------------
 
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        """Inbox events -> records; webhooks carry the whole deal (:mod:`.inbox`)."""
+        return inbox.normalise_events(events, ctx, self.to_record)
+
+    def prepare(self) -> list[str]:
+        """Nothing to create: notes and deal labels need no custom fields."""
+        return []
+
     def verify_webhook(self, request: WebhookRequest) -> None:
         verify_basic_auth(request, self._webhook_user, self._webhook_password)
 
@@ -397,9 +418,9 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def from_settings(
-    settings: Settings,
-    mappings: Mappings,
+def from_section(
+    pd: PipedriveSettings,
+    mappings: Mappings | MappingsSource,
     *,
     transport: httpx.BaseTransport | None = None,
     limiter: RateLimiter | None = None,
@@ -407,19 +428,17 @@ def from_settings(
     max_attempts: int = 4,
     flag_with: FlagMode = "both",
 ) -> PipedriveConnector:
-    """A connector from settings; :class:`ConfigError` when no credential is set.
+    """A connector from its settings section; :class:`ConfigError` when no credential is set.
 
-    Without ``limiter`` an in-process 2-second-window limiter of
-    ``settings.pipedrive.rate_limit_per_2s`` is used.
+    Without ``limiter`` an in-process 2-second-window limiter of ``rate_limit_per_2s`` is used.
     """
-    pd = settings.pipedrive
     if not pd.enabled:
         raise ConfigError("pipedrive: set SYNC_PIPEDRIVE__API_TOKEN or SYNC_PIPEDRIVE__OAUTH_TOKEN")
     api = ApiClient(
         SOURCE,
         str(pd.base_url),
         auth=TokenAuth(pd),
-        limiter=limiter or LocalRateLimiter(documented_limits("pipedrive", settings), sleep=sleep),
+        limiter=limiter or LocalRateLimiter({"default": Limit(pd.rate_limit_per_2s, 2.0)}, sleep=sleep),
         transport=transport,
         sleep=sleep,
         max_attempts=max_attempts,
@@ -429,5 +448,27 @@ def from_settings(
         mappings,
         webhook_user=pd.webhook_user,
         webhook_password=pd.webhook_password,
+        flag_with=flag_with,
+    )
+
+
+def from_settings(
+    settings: Settings,
+    mappings: Mappings | MappingsSource,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    limiter: RateLimiter | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    max_attempts: int = 4,
+    flag_with: FlagMode = "both",
+) -> PipedriveConnector:
+    """:func:`from_section` with the service settings' ``pipedrive`` section."""
+    return from_section(
+        settings.section(SOURCE, PipedriveSettings),
+        mappings,
+        transport=transport,
+        limiter=limiter,
+        sleep=sleep,
+        max_attempts=max_attempts,
         flag_with=flag_with,
     )

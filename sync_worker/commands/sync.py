@@ -21,6 +21,7 @@ from rich.table import Table
 from sync_worker.commands._common import errors_to_exit_codes, settings_from
 from sync_worker.engine.model import PullStats, PushStats
 from sync_worker.errors import ConfigError
+from sync_worker.plugins import spec_for
 
 __all__ = ["since_cursor", "sync_command"]
 
@@ -28,18 +29,20 @@ _PUSH_ROUNDS = 1000
 
 
 def since_cursor(source: str, stream: str, since: datetime) -> str:
-    """The stored-cursor value meaning "changed since ``since``" for streams whose cursor is a time.
-
-    HubSpot ``deals``: epoch milliseconds of ``hs_lastmodifieddate``; Pipedrive ``deals`` and
-    ``deals_deleted``: an RFC 3339 ``update_time`` (``updated_since``). Other streams page by ids
-    or tokens: :class:`ConfigError`.
-    """
+    """The stored-cursor value meaning "changed since ``since``" for a stream whose cursor is a time
+    (its spec's ``since``). Streams that page by ids or tokens: :class:`ConfigError`."""
     moment = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-    if (source, stream) == ("hubspot", "deals"):
-        return str(int(moment.timestamp() * 1000))
-    if source == "pipedrive" and stream in ("deals", "deals_deleted"):
-        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    raise ConfigError(f"--since is not supported for {source}/{stream}; use --full for a backfill")
+    spec = spec_for(source).stream(stream)
+    if spec.since is None:
+        raise ConfigError(f"--since is not supported for {source}/{stream}; use --full for a backfill")
+    return spec.since(moment)
+
+
+def since_streams(source: str, streams: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``streams`` split into those ``--since`` applies to (time cursors) and those it skips."""
+    spec = spec_for(source)
+    takes = tuple(name for name in streams if spec.stream(name).since is not None)
+    return takes, tuple(name for name in streams if name not in takes)
 
 
 def _summary(pulls: Sequence[PullStats], pushes: Sequence[PushStats]) -> Table:
@@ -84,7 +87,7 @@ def _add(total: PushStats, more: PushStats) -> PushStats:
 
 
 @click.command("sync")
-@click.option("--source", required=True, help="hubspot, pipedrive or lagrowthmachine")
+@click.option("--source", required=True, help="a registered source (see `sync-worker config`)")
 @click.option("--stream", default=None, help="one stream (default: every polled stream of the source)")
 @click.option("--since", type=click.DateTime(), default=None, help="changes since this time (UTC)")
 @click.option("--full", is_flag=True, help="pull everything from the beginning (a backfill)")
@@ -104,6 +107,14 @@ def sync_command(
     if source not in streams:
         raise ConfigError(f"{source}: not an enabled source (enabled: {', '.join(streams) or 'none'})")
     chosen = (stream,) if stream is not None else streams[source]
+    if since is not None and stream is None:
+        chosen, skipped = since_streams(source, chosen)
+        if skipped:
+            click.echo(
+                f"--since skips {', '.join(skipped)} (no time cursor); pull it with --stream", err=True
+            )
+        if not chosen:
+            raise ConfigError(f"--since applies to no stream of {source}; use --full for a backfill")
     cursors = {name: since_cursor(source, name, since) for name in chosen} if since is not None else {}
     probe = redis_client(settings)
     try:

@@ -10,26 +10,22 @@ modules behind it are pure enough to test with a SQLite store and fake connector
 
 from __future__ import annotations
 
-from sync_worker.engine.fullpull import DEAL_STREAMS, full_pull_started, last_full_pull
+from sync_worker.engine.fullpull import full_pull_started, full_streams, last_full_pull
 from sync_worker.engine.model import (
     SYNCED_FIELDS,
-    SYSTEM_ORDER,
     DeadItem,
     EngineConfig,
     IngestResult,
     PullStats,
     PushStats,
-    own_change_sources,
+    system_rank,
 )
 from sync_worker.engine.push import dead_letter_items
-from sync_worker.engine.routing import DEFAULT_ROUTES, EngineRoute, as_route, routes_for
+from sync_worker.engine.routing import EngineRoute, as_route, routes_for
 from sync_worker.engine.service import SyncService
 
 __all__ = [
-    "DEAL_STREAMS",
-    "DEFAULT_ROUTES",
     "SYNCED_FIELDS",
-    "SYSTEM_ORDER",
     "DeadItem",
     "EngineConfig",
     "EngineRoute",
@@ -40,7 +36,8 @@ __all__ = [
     "as_route",
     "dead_letter_items",
     "full_pull_started",
+    "full_streams",
     "last_full_pull",
-    "own_change_sources",
     "routes_for",
+    "system_rank",
 ]

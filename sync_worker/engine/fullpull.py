@@ -14,26 +14,33 @@ names.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Final, Protocol
 
 from sync_worker.store.types import as_utc
 
 __all__ = [
-    "DEAL_STREAMS",
     "FULL_PULL_SUFFIX",
     "CursorStore",
     "full_pull_key",
     "full_pull_started",
+    "full_streams",
     "last_full_pull",
     "record_full_pull",
 ]
 
 FULL_PULL_SUFFIX: Final = "#full_started"
 
-# The stream of each source whose full pull returns every live deal (the connectors' stream names).
-DEAL_STREAMS: Final[Mapping[str, str]] = {"hubspot": "deals", "pipedrive": "deals"}
+
+def full_streams(sources: Iterable[str]) -> dict[str, str]:
+    """Per source, the stream whose complete full pull lists every live deal (its spec's
+    ``full_stream``); sources without one (outreach tools, unregistered names) are left out."""
+    from sync_worker.plugins import registry
+
+    specs = registry()
+    found = {s: specs[s].full_stream for s in sources if s in specs}
+    return {source: stream for source, stream in found.items() if stream is not None}
 
 
 class CursorStore(Protocol):
@@ -65,15 +72,15 @@ def last_full_pull(store: CursorStore, source: str, stream: str) -> datetime | N
         return None  # not ours: treat as never pulled rather than flag deals on a bad value
 
 
-def full_pull_started(store: CursorStore, sources: Mapping[str, str] | None = None) -> dict[str, datetime]:
+def full_pull_started(store: CursorStore, sources: Mapping[str, str]) -> dict[str, datetime]:
     """Per source, the start of the last complete full pull of its deal stream (what
     :func:`sync_worker.leaks.scan_leaks` takes as ``full_pull_started``).
 
-    ``sources`` maps a source to its deal stream (default :data:`DEAL_STREAMS`); sources without a
+    ``sources`` maps a source to its deal stream (:func:`full_streams`); sources without a
     completed full pull are left out, so their vanished deals are not flagged.
     """
     started: dict[str, datetime] = {}
-    for source, stream in (DEAL_STREAMS if sources is None else sources).items():
+    for source, stream in sources.items():
         when = last_full_pull(store, source, stream)
         if when is not None:
             started[source] = when

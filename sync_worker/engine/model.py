@@ -1,8 +1,8 @@
 """Values the sync engine passes around and returns: its configuration, events and stats.
 
 Everything here is frozen plain data. Timestamps are timezone-aware UTC. The synced fields are
-named once, in :data:`SYNCED_FIELDS`; the fixed system order that breaks timestamp ties in a
-conflict is :data:`SYSTEM_ORDER` (CRMs of record first, the outreach tool last).
+named once, in :data:`SYNCED_FIELDS`; timestamp ties in a conflict go to the system with the lower
+:func:`system_rank` (each connector spec's ``tie_rank``: CRMs of record first, outreach tools last).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ __all__ = [
     "EVENT_STAGE_CHANGE",
     "EVENT_STATUS_CHANGE",
     "SYNCED_FIELDS",
-    "SYSTEM_ORDER",
     "ChangeEvent",
     "DeadItem",
     "EngineConfig",
@@ -29,7 +28,6 @@ __all__ = [
     "PullStats",
     "PushStats",
     "SyncedField",
-    "own_change_sources",
     "system_rank",
 ]
 
@@ -57,38 +55,16 @@ SYNCED_FIELDS: Final[tuple[SyncedField, ...]] = (
     "lost_reason",
 )
 
-# Ties on the source timestamp go to the system listed first; unknown systems come after, by name.
-SYSTEM_ORDER: Final[tuple[str, ...]] = ("hubspot", "pipedrive", "lagrowthmachine")
-
 
 def system_rank(system: str) -> tuple[int, str]:
-    """Sort key of a system in :data:`SYSTEM_ORDER` (lower wins a tie)."""
-    try:
-        return (SYSTEM_ORDER.index(system), system)
-    except ValueError:
-        return (len(SYSTEM_ORDER), system)
+    """Sort key of a system in a timestamp tie (lower wins): its spec's ``tie_rank``, then its name.
 
-
-def own_change_sources(
-    *,
-    hubspot_app_id: int | str | None = None,
-    hubspot_change_source: str = "INTEGRATION",
-    pipedrive_user_id: int | str | None = None,
-) -> dict[str, frozenset[str]]:
-    """The ``change_source`` markers of the service's own writes, as the connectors report them.
-
-    HubSpot events say ``changeSource`` and ``sourceId`` (the writing app, joined as
-    ``INTEGRATION:<app id>`` by the connector); Pipedrive ``meta.change_source`` is ``api`` for
-    writes through the API, joined with the acting ``meta.user_id`` (``api:<user id>``):
-    https://developers.hubspot.com/docs/api/webhooks and
-    https://developers.pipedrive.com/changelog/post/new-field-for-webhooks
+    A system no connector is registered for comes after every registered one.
     """
-    markers: dict[str, frozenset[str]] = {}
-    if hubspot_app_id is not None:
-        markers["hubspot"] = frozenset({f"{hubspot_change_source}:{hubspot_app_id}"})
-    if pipedrive_user_id is not None:
-        markers["pipedrive"] = frozenset({f"api:{pipedrive_user_id}"})
-    return markers
+    from sync_worker.plugins import registry
+
+    spec = registry().get(system)
+    return (spec.tie_rank if spec is not None else 1_000_000, system)
 
 
 @dataclass(frozen=True)
@@ -109,13 +85,10 @@ class EngineConfig:
     max_attempts: int = 8
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
-    hubspot_read_batch: int = 100
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if not 1 <= self.hubspot_read_batch <= 100:
-            raise ValueError("hubspot_read_batch must be between 1 and 100 (the batch/read limit)")
 
     def retry_delay(self, attempts: int) -> timedelta:
         """Delay before the next attempt after ``attempts`` failed ones (exponential, capped)."""

@@ -2,7 +2,7 @@
 
 * Coalescing: due items for the same target record (same ``ref``) merge into ONE update, each
   field taking the value with the newest source timestamp (ties: the system first in
-  :data:`~sync_worker.engine.model.SYSTEM_ORDER`). The connector batches the updates as its API
+  :func:`~sync_worker.engine.model.system_rank`). The connector batches the updates as its API
   allows (HubSpot ``batch/update`` and ``batch/create``, 100 inputs a call:
   https://developers.hubspot.com/docs/api/crm/deals).
 * Creates: the create key is claimed (``claim_key``) before the write, so a replay never creates

@@ -12,7 +12,7 @@ Per route (see :mod:`sync_worker.engine.routing`):
    funnel, :meth:`~sync_worker.canonical.StageModel.is_advance`; outreach never moves a deal
    back). A value the target already holds is not written again. Conflict: when the target
    changed the same field on its own since the last sync, the newer source timestamp wins; a tie
-   goes to the system first in :data:`~sync_worker.engine.model.SYSTEM_ORDER`.
+   goes to the system with the lower :func:`~sync_worker.engine.model.system_rank`.
 3. The write is queued in the outbox under a deterministic idempotency key (route, origin record,
    target, values, source timestamp), ``not_before`` now + the coalescing window, so a replayed
    change is queued once and close changes to one record merge into one write at push time.
@@ -41,7 +41,14 @@ _log = logging.getLogger(__name__)
 __all__ = ["PAYLOAD_VERSION", "Target", "create_key", "find_target", "plan_fields", "route_observation"]
 
 PAYLOAD_VERSION = 1
-_TARGET_KIND: dict[str, RecordKind] = {"lagrowthmachine": "lead"}
+
+
+def _target_kind(system: str) -> RecordKind:
+    """What a system holds: its spec's ``record_kind`` (deals unless it is an outreach tool)."""
+    from sync_worker.plugins import registry
+
+    spec = registry().get(system)
+    return spec.record_kind if spec is not None else "deal"
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,7 @@ def find_target(
         elif how == "external_id":
             known = record.links.get(system)
             if known:
-                kind = _TARGET_KIND.get(system, "deal")
+                kind = _target_kind(system)
                 stored = store.get_record(system, kind, known)
                 if stored is not None:
                     store.link_records([record_id, stored.id])

@@ -4,12 +4,8 @@ The routes are admin-edited YAML (``mappings/routes.yaml``) loaded with the stag
 reachable as ``mappings.routes`` with ``routes_from(source, event)`` (two-way routes already
 expanded into both directions). The engine reads each route through :func:`as_route`, which only
 looks at attributes, so the YAML model can grow without touching the engine. A mappings set
-without routes (an older directory) falls back on :data:`DEFAULT_ROUTES`, the shipped defaults:
-
-* a reply in LaGrowthMachine creates or advances (never moves back) the HubSpot deal to the
-  canonical stage the reply stands for (``contacted``);
-* HubSpot and Pipedrive mirror stage, amount, close date and status both ways;
-* a deal won or lost in a CRM sets the lead's status in LaGrowthMachine, so its sequence stops.
+without routes routes nothing: which systems flow into which is the admin's to say (the shipped
+``routes.yaml`` holds the defaults).
 """
 
 from __future__ import annotations
@@ -21,12 +17,10 @@ from typing import Any, Literal, Protocol
 from sync_worker.engine.model import (
     ANY_CHANGE_EVENTS,
     EVENT_ANY_CHANGE,
-    EVENT_REPLY,
-    EVENT_STATUS_CHANGE,
     SYNCED_FIELDS,
 )
 
-__all__ = ["DEFAULT_ROUTES", "EngineRoute", "MatchBy", "RoutesSource", "StageMode", "as_route", "routes_for"]
+__all__ = ["EngineRoute", "MatchBy", "RoutesSource", "StageMode", "as_route", "routes_for"]
 
 MatchBy = Literal["link", "external_id", "email"]
 StageMode = Literal["advance_only", "mirror", "none"]
@@ -63,40 +57,6 @@ class RoutesSource(Protocol):
     """The part of the routes model the engine calls."""
 
     def routes_from(self, source: str, event: str) -> tuple[Any, ...]: ...
-
-
-def _mirror(name: str, a: str, b: str, fields: frozenset[str]) -> tuple[EngineRoute, EngineRoute]:
-    return (
-        EngineRoute(name, a, b, ANY_CHANGE_EVENTS, fields=fields),
-        EngineRoute(name, b, a, ANY_CHANGE_EVENTS, fields=fields),
-    )
-
-
-DEFAULT_ROUTES: tuple[EngineRoute, ...] = (
-    EngineRoute(
-        "lgm-replies-to-hubspot",
-        "lagrowthmachine",
-        "hubspot",
-        frozenset({EVENT_REPLY}),
-        create=True,
-        stage="advance_only",
-    ),
-    *_mirror(
-        "pipedrive-hubspot-mirror", "pipedrive", "hubspot", frozenset({"amount", "close_date", "status"})
-    ),
-    *(
-        EngineRoute(
-            "crm-outcome-stops-outreach",
-            crm,
-            "lagrowthmachine",
-            frozenset({EVENT_STATUS_CHANGE}),
-            match=("link", "email"),
-            stage="mirror",
-            only_status=frozenset({"won", "lost"}),
-        )
-        for crm in ("hubspot", "pipedrive")
-    ),
-)
 
 
 def _text(value: Any) -> str:
@@ -164,8 +124,6 @@ def routes_for(mappings: object, source: str, events: Iterable[str]) -> tuple[En
     if routes_model is not None and hasattr(routes_model, "routes_from"):
         for event in wanted:
             found.extend(as_route(r) for r in routes_model.routes_from(source, event))
-    else:
-        found.extend(r for r in DEFAULT_ROUTES if r.source == source and r.triggered_by(wanted))
     unique: dict[tuple[str, str], EngineRoute] = {}
     for route in found:
         if route.source == source and route.triggered_by(wanted):

@@ -27,6 +27,7 @@ from sync_worker.engine.push import push_target
 from sync_worker.engine.router import route_observation
 from sync_worker.errors import ConfigError
 from sync_worker.mappings import Mappings
+from sync_worker.metrics import note_skipped
 from sync_worker.store import InboxEvent, SyncStore
 
 __all__ = ["MappingsSource", "SyncService"]
@@ -156,15 +157,17 @@ class SyncService:
                 self.mappings(),
                 self._store.get_record,
                 own_change_sources=self._config.own_change_sources,
-                read_batch=self._config.hubspot_read_batch,
                 was_written=self._was_written,
             )
             for record, ids in normalised.records:
                 results.append(self.ingest_record(record))
                 for inbox_id in ids:
                     self._store.mark_processed(inbox_id, at=self._clock())
-            for inbox_id in (*normalised.echo_ids, *normalised.skipped_ids):
+            for inbox_id in normalised.echo_ids:
                 self._store.mark_processed(inbox_id, at=self._clock())
+            for inbox_id, reason in normalised.skipped.items():
+                note_skipped(source, reason)
+                self._store.mark_processed(inbox_id, at=self._clock(), skip_reason=reason)
         return results
 
     def _was_written(self, system: str, external_id: str, field: str, value: object) -> bool:

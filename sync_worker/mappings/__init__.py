@@ -22,7 +22,7 @@ Provider facts the default files follow:
 from __future__ import annotations
 
 from sync_worker.mappings.loader import load_mappings, validate_directory
-from sync_worker.mappings.lookup import Mappings, TargetStage
+from sync_worker.mappings.lookup import Mappings, MappingsSource, TargetStage, mappings_source
 from sync_worker.mappings.models import (
     PipelineMapping,
     SourceMapping,
@@ -37,6 +37,7 @@ from sync_worker.mappings.schema import schema_documents, write_schemas
 __all__ = [
     "Mappings",
     "MappingsHolder",
+    "MappingsSource",
     "MatchBy",
     "PipelineMapping",
     "Route",
@@ -49,6 +50,7 @@ __all__ = [
     "StatusMapping",
     "TargetStage",
     "load_mappings",
+    "mappings_source",
     "normalise_name",
     "schema_documents",
     "validate_directory",

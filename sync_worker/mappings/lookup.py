@@ -6,7 +6,7 @@ Built once by :mod:`sync_worker.mappings.loader` and never changed afterwards, s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,7 +16,7 @@ from sync_worker.errors import ConfigError
 from sync_worker.mappings.models import normalise_name
 from sync_worker.mappings.routes import Routes
 
-__all__ = ["Mappings", "PipelineIndex", "SourceIndex", "TargetStage"]
+__all__ = ["Mappings", "MappingsSource", "PipelineIndex", "SourceIndex", "TargetStage", "mappings_source"]
 
 
 @dataclass(frozen=True)
@@ -197,3 +197,15 @@ class Mappings:
             if src.reply is not None:
                 rows.append((name, "(reply)", "reply received", src.reply.value))
         return rows
+
+
+MappingsSource = Callable[[], Mappings]
+"""A callable returning the mappings in force now (``MappingsHolder.current`` bound)."""
+
+
+def mappings_source(mappings: Mappings | Callable[[], Mappings]) -> Callable[[], Mappings]:
+    """``mappings`` as a callable: connectors translate with the current mappings, reloads included."""
+    if isinstance(mappings, Mappings):
+        fixed = mappings
+        return lambda: fixed
+    return mappings

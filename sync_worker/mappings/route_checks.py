@@ -5,7 +5,7 @@ What is checked, entry by entry and then across entries:
 
 * route names are unique;
 * ``from`` and ``to`` name a system that has a stage mapping file in the directory or that the
-  project knows (:data:`KNOWN_SYSTEMS`), and never the same system on both ends;
+  project has a connector for (:func:`known_systems`), and never the same system on both ends;
 * a route that writes the stage has stage mappings at both ends, and a ``reply`` route that writes
   the stage starts from a system whose mapping says what a reply means;
 * outreach never moves a deal backwards: a route from an outreach tool (a system whose mapping
@@ -39,13 +39,21 @@ from sync_worker.mappings.routes import (
     expand_when,
 )
 
-__all__ = ["KNOWN_SYSTEMS", "OUTREACH_SYSTEMS", "build_routes", "written_path"]
+__all__ = ["build_routes", "known_systems", "outreach_systems", "written_path"]
 
-KNOWN_SYSTEMS = frozenset({"hubspot", "pipedrive", "lagrowthmachine"})
-"""Systems the project has a connector for; valid route ends even without a stage mapping file."""
 
-OUTREACH_SYSTEMS = frozenset({"lagrowthmachine"})
-"""Outreach tools known without reading their mapping (any mapping with ``reply:`` is one too)."""
+def known_systems() -> frozenset[str]:
+    """Systems a connector is registered for; valid route ends even without a stage mapping file."""
+    from sync_worker.plugins import registry
+
+    return frozenset(registry())
+
+
+def outreach_systems() -> frozenset[str]:
+    """Outreach tools (specs whose records are leads); any mapping with ``reply:`` is one too."""
+    from sync_worker.plugins import registry
+
+    return frozenset(name for name, spec in registry().items() if spec.record_kind == "lead")
 
 
 def written_path(parsed: ParsedYaml, path: KeyPath) -> KeyPath:
@@ -68,8 +76,8 @@ class _Checker:
         self._parsed = parsed
         self._sources = sources
         self._errors = errors
-        self._known = frozenset(sources) | KNOWN_SYSTEMS
-        self._outreach = OUTREACH_SYSTEMS | {
+        self._known = frozenset(sources) | known_systems()
+        self._outreach = outreach_systems() | {
             name for name, index in sources.items() if index is not None and index.reply is not None
         }
 

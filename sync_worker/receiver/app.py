@@ -50,6 +50,7 @@ from sync_worker.intake import Enqueue, InboxStore, WebhookSource, accept_webhoo
 from sync_worker.leaks.scan import leak_gauges
 from sync_worker.mappings import Mappings
 from sync_worker.metrics import CONTENT_TYPE, ReceiverMetrics, RequestOutcome
+from sync_worker.plugins import registry
 from sync_worker.receiver.access import AccessLogMiddleware
 from sync_worker.receiver.wire import error_response, read_body, webhook_request
 from sync_worker.report import render_report_html
@@ -131,12 +132,28 @@ class _Receiver:
         self.report_store = report_store
         self.clock = clock
 
+    def _unknown(self, source: str) -> Response:
+        self.metrics.count_request("unknown", "unknown_source")
+        if source in registry():
+            message = f"webhook source {source[:64]!r} is not enabled (its credentials are not set)"
+        else:
+            message = f"no webhook source named {source[:64]!r}"
+        return error_response(404, "unknown_source", message)
+
+    async def webhook_head(self, request: Request) -> Response:
+        """Answer a provider's check of the callback URL (Trello's HEAD) where its spec asks for it."""
+        source = str(request.path_params["source"])
+        spec = registry().get(source)
+        if source not in self.connectors or spec is None or not spec.answers_head:
+            return Response(status_code=404)
+        return Response(status_code=200)
+
     async def webhook(self, request: Request) -> Response:
         source = str(request.path_params["source"])
         connector = self.connectors.get(source)
         if connector is None:
-            self.metrics.count_request("unknown", "unknown_source")
-            return error_response(404, "unknown_source", f"no webhook source named {source[:64]!r}")
+            return self._unknown(source)
+        spec = registry().get(source)
         started = self.timer()
         try:
             body = await read_body(request, self.settings.webhook_max_bytes)
@@ -157,9 +174,15 @@ class _Receiver:
             )
             self.metrics.count_request(source, outcome)
             self.metrics.observe_latency(source, self.timer() - started)
+            if spec is not None and spec.webhook_fault is not None:
+                media, fault = spec.webhook_fault(response.status_code, str(exc))
+                return Response(fault, status_code=response.status_code, media_type=media)
             return response
         self.metrics.count_request(source, "accepted")
         self.metrics.observe_latency(source, self.timer() - started)
+        if spec is not None and spec.webhook_ack is not None:
+            media, ack = spec.webhook_ack(len(result.stored) + result.duplicates + result.unhandled)
+            return Response(ack, status_code=200, media_type=media)
         return JSONResponse(
             {
                 "accepted": len(result.stored),
@@ -318,6 +341,7 @@ def create_app(
     )
     routes = [
         Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),
+        Route("/webhooks/{source}", receiver.webhook_head, methods=["HEAD"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),

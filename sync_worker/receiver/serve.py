@@ -39,23 +39,19 @@ def _utcnow() -> datetime:
 
 
 def build_webhook_sources(
-    settings: Settings, mappings: Mappings, *, clock: Callable[[], datetime] = _utcnow
+    settings: Settings,
+    mappings: Mappings | Callable[[], Mappings],
+    *,
+    clock: Callable[[], datetime] = _utcnow,
 ) -> dict[str, WebhookSource]:
-    """The connectors whose credentials are set, by source name; each disabled one is logged once."""
-    from connectors import hubspot, lagrowthmachine, pipedrive
+    """The connectors that take webhooks and whose credentials are set, by source name; each
+    disabled one is logged once (:func:`sync_worker.runtime.build_connectors`)."""
+    from sync_worker.plugins import registry
+    from sync_worker.runtime import build_connectors
 
-    sources: dict[str, WebhookSource] = {}
-    builders: dict[str, Callable[[], WebhookSource]] = {
-        "hubspot": lambda: hubspot.from_settings(settings, mappings, clock=clock),
-        "pipedrive": lambda: pipedrive.from_settings(settings, mappings),
-        "lagrowthmachine": lambda: lagrowthmachine.from_settings(settings, mappings),
-    }
-    for name, build in builders.items():
-        try:
-            sources[name] = build()
-        except ConfigError as exc:
-            _log.warning("%s webhooks disabled: %s", name, exc)
-    return sources
+    takes_webhooks = {name for name, spec in registry().items() if spec.webhooks}
+    built = build_connectors(settings, mappings, limiter=lambda _name: None, clock=clock)
+    return {name: connector for name, connector in built.items() if name in takes_webhooks}
 
 
 def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> Starlette:
@@ -63,7 +59,7 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) ->
     holder = MappingsHolder(settings.resolved_mappings_dir(), interval=settings.mappings_reload_seconds)
     store = SyncStore(settings.database_url)
     broker = build_broker(settings)
-    connectors = build_webhook_sources(settings, holder.current, clock=clock)
+    connectors = build_webhook_sources(settings, lambda: holder.current, clock=clock)
     holder.start()
     if threading.current_thread() is threading.main_thread():
         holder.install_sighup()  # `kill -HUP` reloads the mappings now (workers: dramatiq restarts on HUP)

@@ -33,7 +33,9 @@ class InboxMixin(StoreBase):
         """Store new events in ONE transaction, skipping duplicates by ``(source, dedupe_key)``.
 
         Duplicates inside ``events`` and against earlier calls are both counted in ``duplicates``.
-        When this returns the events are committed (durable); on error nothing is stored.
+        When this returns the events are committed (durable); on error nothing is stored. An event
+        the connector does not handle (``handled`` False) is stored already processed, with its
+        ``reason`` as the row's skip reason: kept and visible, never sent to a worker.
         """
         now = as_utc(received_at) if received_at is not None else self._now()
         seen: set[str] = set()
@@ -59,9 +61,12 @@ class InboxMixin(StoreBase):
                     "change_source": event.change_source,
                     "payload": dump_json(dict(event.raw)),
                     "received_at": now,
+                    "processed_at": None if event.handled else now,
+                    "skip_reason": None if event.handled else (event.reason or "not handled"),
                 }
             )
         new_ids: list[int] = []
+        kept: dict[str, int] = {}
         with self._write() as conn:
             for row in rows:
                 new_id = conn.execute(
@@ -72,9 +77,11 @@ class InboxMixin(StoreBase):
                 ).scalar_one_or_none()
                 if new_id is None:
                     duplicates += 1
-                else:
+                elif row["skip_reason"] is None:
                     new_ids.append(new_id)
-        return AcceptResult(new_ids=tuple(new_ids), duplicates=duplicates)
+                else:
+                    kept[row["dedupe_key"]] = new_id
+        return AcceptResult(new_ids=tuple(new_ids), duplicates=duplicates, kept=kept)
 
     def mark_enqueued(self, ids: Iterable[int], *, at: datetime | None = None, requeued: bool = False) -> int:
         """Record that these inbox events were handed to the broker; how many rows changed.
@@ -116,14 +123,19 @@ class InboxMixin(StoreBase):
             )
             return [_inbox_event(row) for row in rows]
 
-    def mark_processed(self, inbox_id: int, *, at: datetime | None = None) -> bool:
-        """Record that a worker applied the event (counts one attempt); False if it was already done."""
+    def mark_processed(
+        self, inbox_id: int, *, at: datetime | None = None, skip_reason: str | None = None
+    ) -> bool:
+        """Record that a worker applied the event (counts one attempt); False if it was already done.
+
+        ``skip_reason`` says why the event stood for no record (kept on the row).
+        """
         when = as_utc(at) if at is not None else self._now()
         with self._write() as conn:
             result = conn.execute(
                 update(inbox)
                 .where(inbox.c.id == inbox_id, inbox.c.processed_at.is_(None))
-                .values(processed_at=when, attempts=inbox.c.attempts + 1)
+                .values(processed_at=when, attempts=inbox.c.attempts + 1, skip_reason=skip_reason)
             )
             return bool(result.rowcount)
 
@@ -191,4 +203,5 @@ def _inbox_event(row: Row[Any]) -> InboxEvent:
         enqueued_at=m["enqueued_at"],
         processed_at=m["processed_at"],
         attempts=m["attempts"],
+        skip_reason=m["skip_reason"],
     )

@@ -7,7 +7,7 @@ decoded (``payload``, ``result``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -33,10 +33,13 @@ OutboxStatus = Literal["pending", "sent", "failed", "dead"]
 
 @dataclass(frozen=True)
 class AcceptResult:
-    """What :meth:`SyncStore.accept_events` stored: new inbox ids in input order, and skipped duplicates."""
+    """What :meth:`SyncStore.accept_events` stored: new inbox ids in input order (for the workers),
+    skipped duplicates, and ``kept``: dedupe key -> inbox id of the new events stored already
+    processed, with a skip reason (the connector does not handle them)."""
 
     new_ids: tuple[int, ...]
     duplicates: int
+    kept: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class InboxEvent:
     enqueued_at: datetime | None = None
     processed_at: datetime | None = None
     attempts: int = 0
+    skip_reason: str | None = None
 
     def to_webhook_event(self) -> WebhookEvent:
         """The event as the connector parsed it, for normalisation by a worker."""

@@ -185,6 +185,7 @@ inbox = Table(
     Column("enqueued_at", UTCDateTime),
     Column("processed_at", UTCDateTime),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("skip_reason", Text),
     UniqueConstraint("source", "dedupe_key"),
     Index(None, "processed_at"),
 )

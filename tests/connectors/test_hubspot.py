@@ -16,11 +16,12 @@ import respx
 from pydantic import SecretStr
 
 from connectors.hubspot import HubSpotConnector, from_canonical, from_settings, to_canonical
+from connectors.hubspot.settings import HubSpotSettings
 from sync_worker.canonical import CanonicalUpdate, LeakFlag, StageKey
 from sync_worker.connector import Connector
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.mappings import Mappings, load_mappings
-from sync_worker.settings import HubSpotSettings, Settings
+from sync_worker.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hubspot"
 BASE = "https://api.hubapi.com"

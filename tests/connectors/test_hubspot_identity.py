@@ -93,7 +93,9 @@ def mappings() -> Mappings:
 
 @pytest.fixture
 def hub(mappings: Mappings) -> Iterator[HubSpotConnector]:
-    connector = HubSpotConnector(mappings, token=SecretStr("pat-na1-secret"), sleep=lambda _: None)
+    connector = HubSpotConnector(
+        mappings, token=SecretStr("pat-na1-secret"), link_systems=("pipedrive",), sleep=lambda _: None
+    )
     yield connector
     connector.close()
 

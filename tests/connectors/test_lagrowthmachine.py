@@ -27,6 +27,7 @@ from connectors.lagrowthmachine import (
     reply_to_canonical,
     to_canonical,
 )
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
 from sync_worker.canonical import CanonicalUpdate, PullPage, StageKey, UnmappedStage
 from sync_worker.connector import Connector, WebhookRequest
 from sync_worker.errors import (
@@ -38,7 +39,7 @@ from sync_worker.errors import (
     TransientError,
 )
 from sync_worker.mappings import Mappings, load_mappings
-from sync_worker.settings import LaGrowthMachineSettings, Settings
+from sync_worker.settings import Settings
 
 BASE = "https://apiv2.lagrowthmachine.com/flow"
 KEY = "lgm-secret-key-1234567890"

@@ -19,12 +19,13 @@ import pytest
 import respx
 
 from connectors.pipedrive import PipedriveConnector, from_settings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.canonical import CanonicalUpdate, LeakFlag, StageKey, UnmappedStage
 from sync_worker.connector import Connector
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.ratelimit import Limit, LocalRateLimiter
-from sync_worker.settings import PipedriveSettings, Settings
+from sync_worker.settings import Settings
 
 BASE = "https://acme.pipedrive.com"
 FIXTURES = Path(__file__).parent / "fixtures" / "pipedrive"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sync_worker.store.migrate import head_revision
 from tests.conftest import service_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ def test_db_upgrade_on_sqlite_from_any_directory(elsewhere: Path) -> None:
     result = _run("db", "upgrade", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     assert (elsewhere / "sync-worker.db").is_file()
-    assert "0001" in _run("db", "current", cwd=elsewhere).stdout
+    assert head_revision() in _run("db", "current", cwd=elsewhere).stdout
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_db_upgrade_on_postgresql(elsewhere: Path, pg_url: str) -> None:
     result = _run("db", "upgrade", cwd=elsewhere, env={"SYNC_DATABASE_URL": pg_url})
     assert result.returncode == 0, result.stderr
     current = _run("db", "current", cwd=elsewhere, env={"SYNC_DATABASE_URL": pg_url})
-    assert "0001" in current.stdout
+    assert head_revision() in current.stdout
 
 
 def test_db_upgrade_against_a_dead_database_exits_1_without_the_password(elsewhere: Path) -> None:

@@ -20,6 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from connectors.hubspot.limits import read_limits
+from connectors.hubspot.settings import HubSpotSettings
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.errors import ConfigError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
 from sync_worker.ratelimit import (
@@ -32,7 +36,7 @@ from sync_worker.ratelimit import (
     limiter_for,
     read_headers,
 )
-from sync_worker.settings import HubSpotSettings, LaGrowthMachineSettings, PipedriveSettings, Settings
+from sync_worker.settings import Settings
 from tests.conftest import REDIS_SERVER
 
 REDIS_URL = f"{REDIS_SERVER}/14"
@@ -321,7 +325,15 @@ def test_api_client_feeds_a_429_into_the_limiter_and_waits_before_the_retry() ->
     ],
 )
 def test_read_headers(headers: dict[str, str], window: float, expected: Observation) -> None:
-    assert read_headers(httpx.Headers(headers), window, now_epoch=NOW_EPOCH) == expected
+    # HubSpot's reader (its spec's read_limits) reads its own headers on top of the generic ones.
+    assert read_limits(httpx.Headers(headers), window, NOW_EPOCH) == expected
+    if not any(name.lower().startswith("x-hubspot") for name in headers):
+        assert read_headers(httpx.Headers(headers), window, now_epoch=NOW_EPOCH) == expected
+
+
+def test_the_generic_reader_leaves_provider_headers_to_their_connector() -> None:
+    headers = httpx.Headers({"X-HubSpot-RateLimit-Max": "100", "X-HubSpot-RateLimit-Remaining": "0"})
+    assert read_headers(headers, 10.0, now_epoch=NOW_EPOCH) == Observation(None, None)
 
 
 # -- Redis: one process ------------------------------------------------------------------------------------
@@ -466,7 +478,11 @@ def test_two_accounts_do_not_share_a_budget(rds: redis.Redis) -> None:
 
 @pytest.mark.parametrize(
     ("system", "message"),
-    [("hubspot", "SYNC_HUBSPOT__TOKEN"), ("pipedrive", "SYNC_PIPEDRIVE__API_TOKEN"), ("zoho", "unknown")],
+    [
+        ("hubspot", "SYNC_HUBSPOT__TOKEN"),
+        ("pipedrive", "SYNC_PIPEDRIVE__API_TOKEN"),
+        ("nosuchcrm", "no connector named"),
+    ],
 )
 @pytest.mark.usefixtures("no_sync_env")
 def test_limiter_for_refuses_missing_credentials(rds: redis.Redis, system: str, message: str) -> None:

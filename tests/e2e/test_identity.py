@@ -20,7 +20,7 @@ import connectors.hubspot as hubspot
 import connectors.pipedrive as pipedrive
 from sync_worker.canonical import CanonicalUpdate, StageKey
 from sync_worker.connector import Connector
-from sync_worker.engine import EngineConfig, SyncService, own_change_sources
+from sync_worker.engine import EngineConfig, SyncService
 from sync_worker.errors import PermanentError
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
@@ -55,9 +55,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     hs = hubspot.from_settings(settings, mappings)
     pd = pipedrive.from_settings(settings, mappings)
     source, app_id = box.hubspot.api_source()
-    markers = own_change_sources(
-        hubspot_app_id=app_id, hubspot_change_source=source, pipedrive_user_id=box.pipedrive.user_id
-    )
+    markers = {
+        "hubspot": frozenset({f"{source}:{app_id}"}),
+        "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
+    }
     service = SyncService(
         store,
         mappings,

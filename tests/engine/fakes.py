@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from connectors.hubspot import inbox as hubspot_inbox
+from connectors.pipedrive import inbox as pipedrive_inbox
 from sync_worker.canonical import (
     CanonicalRecord,
     CanonicalUpdate,
@@ -19,8 +21,9 @@ from sync_worker.canonical import (
     UpdateResult,
     WebhookEvent,
 )
-from sync_worker.connector import WebhookRequest
+from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
 from sync_worker.errors import TransientError
+from sync_worker.store.models import InboxEvent
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -83,6 +86,15 @@ class FakeConnector:
     def close(self) -> None:
         return None
 
+    def prepare(self) -> list[str]:
+        return []
+
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        out = Normalised()
+        for event in events:
+            out.skip(event, "the fake handles no events")
+        return out
+
     @property
     def updates(self) -> list[CanonicalUpdate]:
         return [u for batch in self.applied for u in batch]
@@ -96,6 +108,10 @@ class FakeHubSpot(FakeConnector):
         self.reads.append(list(ids))
         return [self.records[i] for i in ids if i in self.records]
 
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        # The real connector's translation of inbox events, over this fake's batch reads.
+        return hubspot_inbox.normalise_events(events, ctx, self.read_deals)
+
 
 @dataclass
 class FakePipedrive(FakeConnector):
@@ -105,6 +121,9 @@ class FakePipedrive(FakeConnector):
 
     def to_record(self, deal: Mapping[str, Any]) -> CanonicalRecord:
         return self.by_payload[str(deal["id"])]
+
+    def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
+        return pipedrive_inbox.normalise_events(events, ctx, self.to_record)
 
 
 def transient() -> TransientError:

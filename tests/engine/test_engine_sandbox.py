@@ -26,12 +26,15 @@ from starlette.routing import Route
 import connectors.hubspot as hubspot_connector
 import connectors.lagrowthmachine as lgm_connector
 import connectors.pipedrive as pipedrive_connector
+from connectors.hubspot.settings import HubSpotSettings
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.connector import Connector
-from sync_worker.engine import EngineConfig, SyncService, own_change_sources
+from sync_worker.engine import EngineConfig, SyncService
 from sync_worker.mappings import Mappings
 from sync_worker.sandbox.common import ServerHandle, serve_in_thread
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
-from sync_worker.settings import HubSpotSettings, LaGrowthMachineSettings, PipedriveSettings, Settings
+from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
 
 pytestmark = pytest.mark.slow
@@ -121,9 +124,10 @@ class E2E:
             ),
         }
         source, app_id = box.hubspot.api_source()
-        markers = own_change_sources(
-            hubspot_app_id=app_id, hubspot_change_source=source, pipedrive_user_id=box.pipedrive.user_id
-        )
+        markers = {
+            "hubspot": frozenset({f"{source}:{app_id}"}),
+            "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
+        }
         self.service = SyncService(
             store,
             mappings,

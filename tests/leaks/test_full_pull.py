@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 
 from sync_worker.canonical import CanonicalRecord, PullPage, StageKey, StageModel
-from sync_worker.engine import SyncService, full_pull_started, last_full_pull
+from sync_worker.engine import SyncService, full_pull_started, full_streams, last_full_pull
 from sync_worker.errors import TransientError
 from sync_worker.leaks import scan_leaks
 from sync_worker.mappings import Mappings, load_mappings
@@ -23,6 +23,11 @@ from tests.leaks.conftest import MAPPINGS
 from tests.store.fakes import FakeClock
 
 DAY = timedelta(days=1)
+
+
+def _started(store: SyncStore) -> dict[str, datetime]:
+    """What the runtime passes the scan: the full-stream starts of every registered source."""
+    return full_pull_started(store, full_streams(("hubspot", "pipedrive", "lagrowthmachine")))
 
 
 @dataclass
@@ -88,14 +93,14 @@ def test_a_deal_gone_between_two_full_pulls_is_flagged_dropped(
     first = clock.now
     service.poll("pipedrive", "deals", full=True)
     assert last_full_pull(store, "pipedrive", "deals") == first
-    assert scan_leaks(store, model, now=clock.now, full_pull_started=full_pull_started(store)).raised == ()
+    assert scan_leaks(store, model, now=clock.now, full_pull_started=_started(store)).raised == ()
     # When "c" is deleted in Pipedrive (it simply stops being returned) and a second full pull runs
     del source.deals["c"]
     second = clock.advance(DAY)
     service.poll("pipedrive", "deals", full=True)
     # Then the recorded start moved to the second pull, and the scan flags exactly "c" as dropped
-    assert full_pull_started(store) == {"pipedrive": second}
-    result = scan_leaks(store, model, now=clock.now, full_pull_started=full_pull_started(store))
+    assert _started(store) == {"pipedrive": second}
+    result = scan_leaks(store, model, now=clock.now, full_pull_started=_started(store))
     flagged = {store.get_record_by_id(f.record_id).external_id: f for f in result.raised}  # type: ignore[union-attr]
     assert set(flagged) == {"c"}
     assert flagged["c"].rule == "dropped"
@@ -118,7 +123,7 @@ def test_a_full_pull_that_fails_part_way_records_nothing(
     # Then the last complete pull is still the first one, and nothing unseen by it is flagged:
     # "c", "d" (not reached) and "e" (gone) are not judged on a pull that did not finish
     assert last_full_pull(store, "pipedrive", "deals") == first
-    result = scan_leaks(store, model, now=clock.now, full_pull_started=full_pull_started(store))
+    result = scan_leaks(store, model, now=clock.now, full_pull_started=_started(store))
     assert result.raised == ()
 
 
@@ -138,4 +143,4 @@ def test_only_pulls_from_the_beginning_count(
     # The record is under a reserved stream name: the stream's own cursor is untouched
     assert store.get_cursor("pipedrive", "deals") == "page-2"
     # A source with no complete full pull is left out (its vanished deals are not judged)
-    assert set(full_pull_started(store)) == {"pipedrive"}
+    assert set(_started(store)) == {"pipedrive"}

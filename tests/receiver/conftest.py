@@ -21,12 +21,14 @@ from starlette.applications import Starlette
 
 from connectors import lagrowthmachine, pipedrive
 from connectors.hubspot import HubSpotConnector
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.broker import build_stub_broker
 from sync_worker.intake import WebhookSource
 from sync_worker.mappings import Mappings, MappingsHolder, load_mappings
 from sync_worker.metrics import ReceiverMetrics
 from sync_worker.receiver import create_app
-from sync_worker.settings import LaGrowthMachineSettings, PipedriveSettings, Settings, default_mappings_dir
+from sync_worker.settings import Settings, default_mappings_dir
 from sync_worker.store import SyncStore, upgrade_database
 from tests.conftest import REDIS_SERVER
 

@@ -99,7 +99,7 @@ def test_build_webhook_sources_skips_and_logs_unconfigured(
     caplog.set_level(logging.WARNING)
     sources = build_webhook_sources(make_settings(), mappings)  # type: ignore[arg-type]
     assert sorted(sources) == ["lagrowthmachine", "pipedrive"]
-    assert "hubspot webhooks disabled" in caplog.text
+    assert "hubspot disabled: no credentials set" in caplog.text
     for source in sources.values():
         source.close()  # type: ignore[attr-defined]
     assert build_webhook_sources(Settings(), mappings) == {}  # type: ignore[arg-type]

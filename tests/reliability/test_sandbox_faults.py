@@ -23,8 +23,10 @@ from pydantic import AnyHttpUrl, SecretStr
 import connectors.hubspot as hubspot_connector
 import connectors.pipedrive as pipedrive_connector
 from connectors.hubspot import to_canonical as hubspot_to_canonical
+from connectors.hubspot.settings import HubSpotSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.actors import record_dead_items
-from sync_worker.engine import EngineConfig, SyncService, own_change_sources
+from sync_worker.engine import EngineConfig, SyncService
 from sync_worker.errors import TransientError
 from sync_worker.mappings import Mappings
 from sync_worker.sandbox.common import FaultConfig, ServerHandle, serve_in_thread
@@ -32,7 +34,7 @@ from sync_worker.sandbox.hubspot import HubSpotSandbox, HubSpotSandboxConfig
 from sync_worker.sandbox.hubspot import create_app as hubspot_app
 from sync_worker.sandbox.pipedrive import PipedriveSandbox
 from sync_worker.sandbox.pipedrive import create_app as pipedrive_app
-from sync_worker.settings import HubSpotSettings, PipedriveSettings, Settings
+from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
 
 from .conftest import FIGURES, RecordingTransport
@@ -92,9 +94,10 @@ def rig(store: SyncStore, mappings: Mappings) -> Iterator[Rig]:
         ),
     }
     source, app_id = hubspot.api_source()
-    markers = own_change_sources(
-        hubspot_app_id=app_id, hubspot_change_source=source, pipedrive_user_id=pipedrive.user_id
-    )
+    markers = {
+        "hubspot": frozenset({f"{source}:{app_id}"}),
+        "pipedrive": frozenset({f"api:{pipedrive.user_id}"}),
+    }
     config = EngineConfig(
         coalesce_window=timedelta(0), own_change_sources=markers, retry_base=timedelta(0), max_attempts=20
     )

@@ -24,6 +24,9 @@ from pydantic import AnyHttpUrl, SecretStr
 import connectors.hubspot as hubspot_connector
 import connectors.lagrowthmachine as lgm_connector
 import connectors.pipedrive as pipedrive_connector
+from connectors.hubspot.settings import HubSpotSettings
+from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.engine import EngineConfig, SyncService
 from sync_worker.errors import SyncWorkerError
 from sync_worker.leaks import scan_leaks
@@ -38,14 +41,7 @@ from sync_worker.sandbox.lagrowthmachine import create_app as lgm_app
 from sync_worker.sandbox.pipedrive import PipedriveSandbox
 from sync_worker.sandbox.pipedrive import create_app as pipedrive_app
 from sync_worker.sandbox.seed import seed_sandboxes
-from sync_worker.settings import (
-    HubSpotSettings,
-    LaGrowthMachineSettings,
-    PipedriveSettings,
-    Settings,
-    default_mappings_dir,
-    describe_settings,
-)
+from sync_worker.settings import Settings, default_mappings_dir, describe_settings
 from sync_worker.store import SyncStore
 from tests.receiver.conftest import Harness, make_connectors
 from tests.receiver.test_webhooks import basic, hubspot_headers

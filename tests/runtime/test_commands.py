@@ -13,6 +13,7 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from connectors.hubspot.settings import HubSpotSettings
 from sync_worker.commands import COMMANDS, dlq_group, sync_command
 from sync_worker.commands.run import supervise
 from sync_worker.commands.sync import since_cursor
@@ -20,7 +21,7 @@ from sync_worker.errors import ConfigError
 from sync_worker.sandbox.common import serve_in_thread
 from sync_worker.sandbox.hubspot.app import create_app
 from sync_worker.sandbox.hubspot.state import HubSpotSandbox, HubSpotSandboxConfig
-from sync_worker.settings import HubSpotSettings, Settings
+from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
 from tests.runtime.conftest import REDIS_URL
 

@@ -20,6 +20,7 @@ import respx
 from dramatiq.brokers.stub import StubBroker
 from pydantic import SecretStr
 
+from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.actors import (
     PUSH_BATCH,
     LocalPushGuard,
@@ -34,7 +35,7 @@ from sync_worker.engine.model import PushStats
 from sync_worker.leaks import ScanResult
 from sync_worker.runtime import Runtime, build_runtime
 from sync_worker.scheduler import scheduled_jobs
-from sync_worker.settings import AlertSettings, PipedriveSettings, Settings
+from sync_worker.settings import AlertSettings, Settings
 from sync_worker.store import SyncStore
 from tests.runtime.conftest import REDIS_URL, EnqueueLog
 from tests.runtime.test_actors import drain

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 from typing import Any, Literal, TypeVar, cast, overload
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
 from pydantic import (

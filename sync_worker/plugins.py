@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 import httpx
@@ -252,14 +253,23 @@ def _discover() -> dict[str, ConnectorSpec]:
     return found
 
 
-def registry() -> dict[str, ConnectorSpec]:
-    """Every registered connector spec by name, in name order (discovered once per process)."""
-    global _discovered
+_merged: Mapping[str, ConnectorSpec] | None = None
+
+
+def registry() -> Mapping[str, ConnectorSpec]:
+    """Every registered connector spec by name, in name order (discovered once per process).
+
+    A read-only view, cheap to call on hot paths (it is rebuilt only when a test registers more).
+    """
+    global _discovered, _merged
+    merged = _merged
+    if merged is not None:
+        return merged
     with _lock:
         if _discovered is None:
             _discovered = _discover()
-        merged = {**_discovered, **_extra}
-    return dict(sorted(merged.items()))
+        _merged = MappingProxyType(dict(sorted({**_discovered, **_extra}.items())))
+        return _merged
 
 
 def spec_for(name: str) -> ConnectorSpec:
@@ -275,12 +285,15 @@ def spec_for(name: str) -> ConnectorSpec:
 @contextmanager
 def registered(*specs: ConnectorSpec) -> Iterator[None]:
     """Register ``specs`` for the duration of the block (tests), as an entry point would."""
+    global _merged
     with _lock:
         before = dict(_extra)
         _extra.update({spec.name: spec for spec in specs})
+        _merged = None
     try:
         yield
     finally:
         with _lock:
             _extra.clear()
             _extra.update(before)
+            _merged = None

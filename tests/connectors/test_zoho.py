@@ -68,6 +68,13 @@ PIPELINE = {
 }
 
 
+def _build(section: ZohoSettings, mappings: Mappings) -> ZohoConnector:
+    ctx = BuildContext(section, None, lambda: mappings, None, lambda: datetime.now(UTC))
+    connector = SPEC.build(ctx)
+    assert isinstance(connector, ZohoConnector)
+    return connector
+
+
 @pytest.fixture(scope="module")
 def mappings() -> Mappings:
     return load_mappings(MAPPINGS)
@@ -149,13 +156,6 @@ def test_the_token_is_refreshed_and_its_api_domain_used(mappings: Mappings) -> N
         refresh_token=SecretStr("1000.r"),
         data_centre="eu",
     )
-    ctx = BuildContext(
-        section=section,
-        settings=None,
-        mappings=lambda: mappings,
-        limiter=None,
-        clock=lambda: datetime.now(UTC),
-    )
     with respx.mock(assert_all_called=True) as router:
         token = router.post("https://accounts.zoho.eu/oauth/v2/token").respond(
             json={
@@ -169,7 +169,7 @@ def test_the_token_is_refreshed_and_its_api_domain_used(mappings: Mappings) -> N
             json={"layouts": [{"id": "9"}]}
         )
         router.get("https://eu-moved.zohoapis.eu/crm/v8/settings/pipeline").respond(json=PIPELINE)
-        connector = SPEC.build(ctx)
+        connector = _build(section, mappings)
         assert len(connector.list_stages()) == 6
         form = parse_qs(token.calls[0].request.content.decode())
         assert form == {
@@ -434,14 +434,7 @@ def test_callbacks_are_checked_by_token_and_channel(
     mappings: Mappings, token: str, channel: str, ok: bool
 ) -> None:
     section = ZohoSettings(refresh_token=SecretStr("r"), webhook_token=SecretStr(token), channel_id=channel)
-    ctx = BuildContext(
-        section=section,
-        settings=None,
-        mappings=lambda: mappings,
-        limiter=None,
-        clock=lambda: datetime.now(UTC),
-    )
-    connector = SPEC.build(ctx)
+    connector = _build(section, mappings)
     request = WebhookRequest(
         "POST", "https://sync.example.test/webhooks/zoho", {}, json.dumps(CALLBACK).encode(), {}
     )

@@ -38,8 +38,9 @@ def edit(mappings_dir: Path) -> Callable[[str, str, str], Path]:
 
 
 def line_of(path: Path, snippet: str, occurrence: int = 1) -> int:
-    """1-based line of the n-th line containing ``snippet``."""
-    hits = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if snippet in line]
+    """1-based line of the n-th line containing ``snippet`` (comment lines do not count)."""
+    lines = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+    hits = [i for i, line in lines if snippet in line and not line.lstrip().startswith("#")]
     return hits[occurrence - 1]
 
 

@@ -29,16 +29,18 @@ def test_defaults_validate_without_errors_and_warn_about_unpushable_stages(defau
     result, errors, warnings = validate_directory(defaults_dir)
     assert errors == []
     assert result is not None
-    assert result.sources() == ("hubspot", "lagrowthmachine", "pipedrive")
+    assert result.sources() == ("hubspot", "lagrowthmachine", "pipedrive", "zoho")
     assert [p.name for p in result.files] == [
         "canonical.yaml",
         "hubspot.yaml",
         "lagrowthmachine.yaml",
         "pipedrive.yaml",
+        "zoho.yaml",
     ]
     joined = "\n".join(warnings)
     assert "hubspot.yaml" in joined and "prospect, nurture" in joined
     assert "pipedrive.yaml" in joined and "qualified, nurture" in joined
+    assert "zoho.yaml" in joined and "prospect, contacted, nurture" in joined
 
 
 def test_canonical_model_defaults(mappings: Mappings) -> None:
@@ -165,8 +167,9 @@ def test_lagrowthmachine_unknown_status_and_reply(mappings: Mappings) -> None:
     )
     assert mappings.reply_stage("lagrowthmachine") == StageKey.CONTACTED
     assert mappings.reply_stage("hubspot") is None
-    with pytest.raises(ConfigError, match="zoho"):
-        mappings.reply_stage("zoho")
+    assert mappings.reply_stage("zoho") is None
+    with pytest.raises(ConfigError, match="nosuchsystem"):
+        mappings.reply_stage("nosuchsystem")
 
 
 def _hub(stage: str) -> TargetStage:
@@ -257,8 +260,8 @@ def test_to_target_with_pipeline(mappings: Mappings) -> None:
     # ... but a status can still be written (Pipedrive won/lost apply to any pipeline).
     assert mappings.to_target("pipedrive", StageKey.WON, pipeline="42") == _status("won")
     assert mappings.to_target("pipedrive", StageKey.MEETING, pipeline="42") is None
-    with pytest.raises(ConfigError, match="zoho"):
-        mappings.to_target("zoho", StageKey.WON)
+    with pytest.raises(ConfigError, match="nosuchsystem"):
+        mappings.to_target("nosuchsystem", StageKey.WON)
 
 
 def test_table_lists_every_mapped_entry(mappings: Mappings) -> None:

@@ -233,11 +233,11 @@ ENTRY_ERRORS = [
     ),
     (
         "    from: [hubspot, pipedrive]\n",
-        "    from: [hubspot, zoho]\n",
-        "from: [hubspot, zoho]",
+        "    from: [hubspot, nosuchsystem]\n",
+        "from: [hubspot, nosuchsystem]",
         1,
         "routes[3].from[1]",
-        "unknown system 'zoho'",
+        "unknown system 'nosuchsystem'",
     ),
     (
         "    to: lagrowthmachine\n",

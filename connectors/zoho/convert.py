@@ -192,7 +192,7 @@ def source_stages(stages: Sequence[ZohoStage]) -> list[SourceStage]:
             pipeline_id=s.pipeline_id,
             pipeline_label=s.pipeline,
             stage_id=s.stage_id,
-            stage_label=s.display,
+            stage_label=s.actual,  # the stored value: what the mapping names and the API writes
             order=s.order,
             is_closed=s.status != "open",
         )

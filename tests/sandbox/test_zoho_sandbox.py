@@ -108,8 +108,9 @@ def test_stages_come_from_the_pipeline_with_forecast_types(
     connector = _connector(server, mappings)
     stages = connector.list_stages()
     closed = {s.stage_label for s in stages if s.is_closed}
-    assert closed == {"Closed Won", "Closed Lost", "Closed-Lost to Competition"}
-    assert "Identify Decision Makers" in {s.stage_label for s in stages}
+    # Labels are the stored (actual) values the mapping names, not the display values.
+    assert closed == {"Closed Won", "Closed Lost", "Closed Lost to Competition"}
+    assert "Id. Decision Makers" in {s.stage_label for s in stages}
     connector.close()
 
 

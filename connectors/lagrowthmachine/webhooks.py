@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from connectors.lagrowthmachine.convert import SOURCE, is_incoming, parse_id, parse_timestamp
-from sync_worker.canonical import WebhookEvent
+from sync_worker.canonical import UNRECOGNISED_ACTION, WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, SignatureError
 
@@ -60,7 +60,7 @@ TOKEN_PARAM = "token"  # noqa: S105 - a parameter name, not a secret
 TOKEN_HEADER = "x-sync-token"  # noqa: S105 - a header name, not a secret
 ACTION_REPLY = "reply_received"
 ACTION_MESSAGE_SENT = "message_sent"
-ACTION_UNRECOGNISED = "unrecognised"
+ACTION_UNRECOGNISED = UNRECOGNISED_ACTION
 _INBOX_MESSAGE = "INBOX_MESSAGE"
 _BODY_TEXT_LIMIT = 64_000
 

@@ -3,38 +3,39 @@
 Provider pages followed:
 
 - API reference (Postman): https://documenter.getpostman.com/view/2071164/TVCmSkH2
+- The vendor's n8n node: https://github.com/LaGrowthMachine/n8n-nodes-lagrowthmachine
+- The vendor's MCP server: https://github.com/LaGrowthMachine/lgm-mcp-server
 - Help centre, using the API: https://help.lagrowthmachine.com/fr/articles/8276597-comment-puis-je-utiliser-l-api-de-la-growth-machine-pour-automatiser-mes-workflows
 - Help centre, lead qualification (statuses are per campaign):
   https://help.lagrowthmachine.com/en/articles/7238523-how-to-qualify-my-leads-in-lgm
 
-Documented, and followed as written:
+Followed as the vendor's own clients speak it (facts; files cited in ``client.py``,
+``convert.py`` and ``webhooks.py``): ``LaGrowthMachine/n8n-nodes-lagrowthmachine`` and
+``LaGrowthMachine/lgm-mcp-server``.
 
-- base URL ``https://apiv2.lagrowthmachine.com/flow``; the API key in the ``apikey`` query parameter
-  (the help centre also allows an ``x-api-key`` header; the query parameter is the reference's way);
-- ``GET /campaigns`` paged with ``skip`` and ``limit``;
-- ``GET /campaigns/:campaignId/statsleads`` paged with the lead-id cursor ``getLeadsAfter``; rows carry
-  ``id``, ``firstname``, ``lastname``, ``email``, ``companyName``, ``linkedinUrl``, ``status``, and
-  ``hasMore``;
-- ``POST /leads/status`` with ``status``, ``campaign[]`` (campaign names), and ``proEmail`` /
-  ``persoEmail`` identifying the lead; the answer lists one log per campaign (``campaign``,
-  ``leadStatus``, ``leadUpdated``, ``reason``);
-- inbox webhooks registered with ``POST /inboxWebhooks`` (``name``, ``url``, ``campaigns[]``);
+- base URL ``https://apiv2.lagrowthmachine.com/flow``; the API key as ``Authorization: Bearer``
+  (``x-api-key`` and ``?apikey=`` are equivalent);
+- ``GET /campaigns`` (``skip``/``limit`` <= 25) answering ``{"campaigns": [...]}``;
+- ``GET /campaigns/:campaignId/statsleads`` paged with ``getLeadsAfter``, answering ``{"leads":
+  [...], "hasMore"}``; rows carry ``id``, ``firstname``, ``lastname``, ``email``, ``companyName``,
+  ``linkedinUrl``, ``status``;
+- ``GET /conversations/search`` paged with ``searchAfter=<nextToken>``, answering ``{"data": [...],
+  "hasMore", "nextToken"}``; ``GET /conversations/:id/messages`` (``page``) answering ``{"data",
+  "total"}``;
+- ``POST /leads/status`` form-encoded with ``status``, ``campaign`` (a name, repeated, or ``all``)
+  and ``proEmail``; the answer ``{"logs": [...]}``, one log per campaign;
+- inbox webhooks registered with ``POST /inboxWebhooks``; the ``INBOX_MESSAGE`` body;
 - a budget of 50 calls per 10 seconds (limiter bucket ``lagrowthmachine``).
 
-Assumed, where the public pages are silent (kept conservative and tolerant):
+Assumed, where the vendor is silent (kept tolerant, never asserted as fact in tests):
 
-- the statsleads answer is an object ``{"leads": [...], "hasMore": bool}`` (a bare list whose rows
-  carry ``hasMore`` is accepted too); ``GET /campaigns`` answers ``{"campaigns": [...]}`` or a list;
-- the conversation search is ``GET /inbox/conversations/search`` with ``limit`` and the opaque
-  ``searchAfter`` token, answering ``{"conversations": [...], "searchAfter": token | null}``; each item
-  is an inbox message, or a conversation whose ``lastMessage`` is one;
-- inbox message fields (webhook body and search items) follow what users capture from real
-  deliveries: ``messageId``, ``conversationId``, ``leadId``, ``campaignId``, ``createdAt`` (Unix ms),
-  ``received`` / ``sent``, ``lead``; LGM does not sign deliveries, hence the shared ``token``;
+- the fields of a conversation search item (named after the node's filters: ``lastMessageAt``,
+  ``lastMessageStatus``, ``leadReplied``, ``leadId``, ``campaignId``) and of a conversation message
+  (``id``, ``direction``, ``createdAt``);
+- the flat inbox message shape read before the published one; LGM does not sign deliveries, hence
+  the shared ``token``;
 - CRM ids on a lead under ``hubspotId`` / ``pipedriveId`` (and close variants), and a lead removed
-  from a campaign flagged ``deleted``/``removed``;
-- a lead status update is sent for every campaign of the account (the API reports per campaign
-  whether the lead was there), since a won or lost deal must stop every sequence the lead is in.
+  from a campaign flagged ``deleted``/``removed``.
 """
 
 from connectors.lagrowthmachine.client import (

@@ -1,21 +1,38 @@
 """The LaGrowthMachine connector: pulls lead statuses and replies, pushes lead statuses.
 
-See the package docstring for the API pages followed and for what is documented versus assumed.
+Followed as the vendor's own clients speak the API (facts, with the files that show them):
+
+- ``LaGrowthMachine/n8n-nodes-lagrowthmachine``, ``credentials/LaGrowthMachineApi.credentials.ts``:
+  the key is accepted as ``Authorization: Bearer``, ``x-api-key`` or ``?apikey=``, "equivalent";
+  the node sends the Bearer header, and so does this connector (``LaGrowthMachine/lgm-mcp-server``,
+  ``src/callFlow.ts``, does the same). A header keeps the key out of URLs and their logs.
+- ``nodes/LaGrowthMachine/GenericFunctions.ts`` and ``LaGrowthMachine.node.ts``:
+  ``GET /campaigns`` paged with ``skip``/``limit`` (at most 25; "higher values return empty"),
+  answering ``{"campaigns": [...]}``; ``GET /campaigns/{id}/statsleads`` paged with
+  ``getLeadsAfter=<last lead id>``, answering ``{"leads": [...], "hasMore"}``; ``GET
+  /conversations/search`` paged with ``searchAfter=<nextToken>``, answering ``{"data": [...],
+  "hasMore", "nextToken"}`` (more while ``hasMore`` and a token); ``GET
+  /conversations/{id}/messages?page=N`` answering ``{"data": [...], "total"}``; ``POST
+  /leads/status`` form-encoded with ``status``, ``campaign`` (a name, repeated, or ``all``) and a
+  lead identifier.
+- ``src/tools.ts`` (lgm-mcp-server): a budget of 50 calls per 10 seconds.
 
 Streams (``pull_changes``):
 
-- ``lead_statuses``: a sweep over every campaign (``GET /campaigns``, ``skip``/``limit``), sorted by
-  campaign id, reading ``GET /campaigns/:campaignId/statsleads`` page by page with the
-  ``getLeadsAfter`` lead-id cursor. The persisted cursor is ``{"campaign": id, "after": lead_id}``
-  (JSON); the last page of a sweep carries ``None`` so the next pull starts a fresh sweep (lead
-  statuses carry no modification time, so there is no "changed since").
-- ``replies``: the inbox conversation search, paged with its opaque ``searchAfter`` token. The
-  cursor is the last token the API returned; an incoming message becomes an "a lead replied" record.
+- ``lead_statuses``: a sweep over every campaign sorted by id, reading each campaign's lead stats
+  page by page. The persisted cursor is ``{"campaign": id, "after": lead_id}`` (JSON); the last page
+  of a sweep carries ``None`` so the next pull starts a fresh sweep (lead statuses carry no
+  modification time, so there is no "changed since").
+- ``replies``: the conversation search filtered on ``leadReplied=true`` and sorted by
+  ``lastMessageAt`` ascending (the node's own filter and sort options), so a conversation that
+  changes moves past the saved token. The cursor is the last ``nextToken`` the API gave. A
+  conversation whose last message is the lead's (``lastMessageStatus: RECEIVED``) is a reply at
+  ``lastMessageAt``; one where the lead replied but someone answered since has its messages read to
+  date the reply. Assumed (UNCONFIRMED): the items' field names, taken from the node's filters.
 
-The API key goes into the ``apikey`` query parameter inside an :class:`httpx.Auth`, at request
-time. It never reaches a message: :class:`ApiClient` messages omit query strings, the response's
-request (used by httpx error messages chained as ``__cause__``) is rewritten with the key masked,
-and a log filter masks it in httpx's own request log line.
+Status push: ``campaign=all`` (a won or lost deal stops every sequence). The outcome is judged from
+the documented answer ``{"logs": [{"campaign", "leadStatus", "leadUpdated", "reason"}]}`` when the
+body has it, and from the HTTP status alone otherwise; the result and the log line say which.
 """
 
 from __future__ import annotations
@@ -38,6 +55,8 @@ from connectors.lagrowthmachine.convert import (
     is_incoming,
     lead_to_canonical,
     parse_id,
+    parse_timestamp,
+    reply_message,
     reply_to_canonical,
 )
 from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
@@ -59,7 +78,6 @@ from sync_worker.settings import Settings
 from sync_worker.store.models import InboxEvent
 
 __all__ = [
-    "API_KEY_PARAM",
     "LEAD_STATUSES",
     "RATE_LIMIT_BUCKET",
     "STREAM_LEAD_STATUSES",
@@ -68,13 +86,14 @@ __all__ = [
     "from_settings",
 ]
 
-API_KEY_PARAM = "apikey"
 RATE_LIMIT_BUCKET = "lagrowthmachine"
 RATE_LIMIT_WINDOW_SECONDS = 10.0
 STREAM_LEAD_STATUSES = "lead_statuses"
 STREAM_REPLIES = "replies"
 _STATUS_PIPELINE = "lead_status"
-_MASK = "REDACTED"
+_CAMPAIGN_PAGE_MAX = 25
+_SEARCH = "/conversations/search"
+_log = logging.getLogger(__name__)
 
 LEAD_STATUSES: tuple[str, ...] = (
     "CONTACTED",
@@ -93,42 +112,18 @@ LEAD_STATUSES: tuple[str, ...] = (
 """Lead statuses LaGrowthMachine offers (listed by ``list_stages``; mapped only in the YAML)."""
 
 
-def _mask_url(url: httpx.URL) -> httpx.URL:
-    if API_KEY_PARAM not in url.params:
-        return url
-    return url.copy_set_param(API_KEY_PARAM, _MASK)
-
-
-class _ApiKeyAuth(httpx.Auth):
-    """Adds ``apikey`` to the query at send time; masks it on the request the response keeps."""
+class _BearerAuth(httpx.Auth):
+    """Sends the API key as ``Authorization: Bearer`` at request time; never shown in a repr."""
 
     def __init__(self, key: SecretStr) -> None:
         self._key = key
 
     def __repr__(self) -> str:
-        return "_ApiKeyAuth(apikey=********)"
+        return "_BearerAuth(key=********)"
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.url = request.url.copy_set_param(API_KEY_PARAM, self._key.get_secret_value())
-        response = yield request
-        response.request = httpx.Request(
-            request.method, _mask_url(request.url), headers=request.headers, extensions=request.extensions
-        )
-
-
-class _MaskApiKeyFilter(logging.Filter):
-    """Masks ``apikey`` in the URL httpx logs for every request ("HTTP Request: GET <url> ...")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(isinstance(a, httpx.URL) for a in record.args):
-            record.args = tuple(_mask_url(a) if isinstance(a, httpx.URL) else a for a in record.args)
-        return True
-
-
-def _install_log_filter() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _MaskApiKeyFilter) for f in logger.filters):
-        logger.addFilter(_MaskApiKeyFilter())
+        request.headers["Authorization"] = f"Bearer {self._key.get_secret_value()}"
+        yield request
 
 
 def _decode_cursor(cursor: str | None) -> tuple[str | None, str | None]:
@@ -180,11 +175,10 @@ class LaGrowthMachineConnector:
         self._page_size = page_size
         self.rate_limit = (settings.rate_limit_per_10s, RATE_LIMIT_WINDOW_SECONDS)
         """Budget for the shared limiter: (calls, per seconds); documented as 50 per 10 s."""
-        _install_log_filter()
         self._api = ApiClient(
             SOURCE,
             str(settings.base_url),
-            auth=_ApiKeyAuth(settings.api_key),
+            auth=_BearerAuth(settings.api_key),
             limiter=limiter,
             transport=transport,
             sleep=sleep,
@@ -220,13 +214,14 @@ class LaGrowthMachineConnector:
         """Every campaign (``GET /campaigns`` paged with ``skip``/``limit``), sorted by id."""
         campaigns: list[dict[str, Any]] = []
         skip = 0
+        limit = min(self._page_size, _CAMPAIGN_PAGE_MAX)
         while True:
-            data = self._get("/campaigns", {"skip": skip, "limit": self._page_size})
+            data = self._get("/campaigns", {"skip": skip, "limit": limit})
             items = data.get("campaigns") if isinstance(data, dict) else data
             if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
                 raise _shape_error("GET /campaigns")
             campaigns.extend(items)
-            if len(items) < self._page_size:
+            if len(items) < limit:
                 break
             skip += len(items)
         for campaign in campaigns:
@@ -300,19 +295,23 @@ class LaGrowthMachineConnector:
     def _pull_replies(self, cursor: str | None) -> Iterator[PullPage]:
         token = cursor
         while True:
-            params: dict[str, Any] = {"limit": self._page_size}
+            params: dict[str, Any] = {
+                "limit": self._page_size,
+                "leadReplied": "true",
+                "sortField": "lastMessageAt",
+                "sortDirection": 1,
+            }
             if token:
                 params["searchAfter"] = token
-            data = self._get("/inbox/conversations/search", params)
+            data = self._get(_SEARCH, params)
             if not isinstance(data, dict):
-                raise _shape_error("GET /inbox/conversations/search")
-            items = data.get("conversations")
-            next_token = data.get("searchAfter")
+                raise _shape_error(f"GET {_SEARCH}")
+            items, has_more, next_token = data.get("data"), data.get("hasMore"), data.get("nextToken")
             if not isinstance(items, list) or not (next_token is None or isinstance(next_token, str)):
-                raise _shape_error("GET /inbox/conversations/search")
+                raise _shape_error(f"GET {_SEARCH}")
             records = [self._reply(item) for item in items]
             replies = tuple(r for r in records if r is not None)
-            done = not next_token or next_token == token or len(items) < self._page_size
+            done = has_more is not True or not next_token or next_token == token
             token = next_token or token
             yield PullPage(STREAM_REPLIES, replies, token, done)
             if done:
@@ -320,67 +319,78 @@ class LaGrowthMachineConnector:
 
     def _reply(self, item: object) -> CanonicalRecord | None:
         if not isinstance(item, dict):
-            raise _shape_error("GET /inbox/conversations/search")
-        last = item.get("lastMessage")
-        message: dict[str, Any] = dict(last) if isinstance(last, dict) else dict(item)
-        for key in ("leadId", "campaignId", "lead"):
-            if key not in message and key in item:
-                message[key] = item[key]
-        if not is_incoming(message):
+            raise _shape_error(f"GET {_SEARCH}")
+        message = reply_message(item)
+        if message is None and item.get("leadReplied") is True and item.get("id") is not None:
+            message = self._latest_reply(parse_id(item["id"], "conversation.id"), item)
+        if message is None:
             return None
         return reply_to_canonical(message, self._mappings)
+
+    def _latest_reply(self, conversation_id: str, conversation: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The lead's latest message in a conversation (``GET /conversations/{id}/messages``)."""
+        path = f"/conversations/{conversation_id}/messages"
+        seen: list[dict[str, Any]] = []
+        page = 0
+        while True:
+            data = self._get(path, {"page": page})
+            items = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(items, list) or not all(isinstance(m, dict) for m in items):
+                raise _shape_error("GET /conversations/:id/messages")
+            seen.extend(items)
+            total = data.get("total") if isinstance(data, dict) else None
+            if not items or not isinstance(total, int) or len(seen) >= total:
+                break
+            page += 1
+        incoming = [m for m in seen if is_incoming(m) and m.get("createdAt") is not None]
+        if not incoming:
+            return None
+        latest = max(incoming, key=lambda m: parse_timestamp(m["createdAt"], "message.createdAt"))
+        found = {**latest, "conversationId": conversation_id, "received": True}
+        for key in ("leadId", "campaignId", "lead"):
+            if found.get(key) is None and conversation.get(key) is not None:
+                found[key] = conversation[key]
+        return found
 
     # -- writing -------------------------------------------------------------------------------
 
     def apply_updates(self, updates: Sequence[CanonicalUpdate]) -> list[UpdateResult]:
-        """Push each update as ``POST /leads/status`` over every campaign (by name).
+        """Push each update as ``POST /leads/status`` with ``campaign=all``.
 
-        The API answers with one log per campaign (``leadUpdated``, ``leadStatus``, ``reason``);
-        an update succeeds when a campaign took the status or already had it. :class:`AuthError`
-        propagates (every update would fail the same way); other failures become results.
+        :class:`AuthError` propagates (every update would fail the same way); other failures become
+        results whose error says whether the documented answer or the HTTP status decided.
         """
-        if not updates:
-            return []
-        try:
-            names = [str(c["name"]) for c in self.list_campaigns() if c.get("name")]
-        except AuthError:
-            raise
-        except (TransientError, PermanentError) as exc:
-            retryable = isinstance(exc, TransientError)
-            return [
-                UpdateResult(u.idempotency_key, False, u.external_id, str(exc), retryable) for u in updates
-            ]
-        return [self._apply_one(update, names) for update in updates]
+        return [self._apply_one(update) for update in updates]
 
-    def _apply_one(self, update: CanonicalUpdate, campaigns: list[str]) -> UpdateResult:
+    def _apply_one(self, update: CanonicalUpdate) -> UpdateResult:
+        key, external_id = update.idempotency_key, update.external_id
         try:
-            form = from_canonical(update, self._mappings, campaigns=campaigns)
+            form = from_canonical(update, self._mappings)
         except PermanentError as exc:
-            return UpdateResult(update.idempotency_key, False, update.external_id, str(exc), False)
+            return UpdateResult(key, False, external_id, str(exc), False)
         try:
             data = self._api.request("POST", "/leads/status", form=form, bucket=RATE_LIMIT_BUCKET).data
         except AuthError:
             raise
-        except TransientError as exc:
-            return UpdateResult(update.idempotency_key, False, update.external_id, str(exc), True)
-        except PermanentError as exc:
-            return UpdateResult(update.idempotency_key, False, update.external_id, str(exc), False)
+        except (TransientError, PermanentError) as exc:
+            error = f"lagrowthmachine: status push failed (from the HTTP status alone): {exc}"
+            return UpdateResult(key, False, external_id, error, isinstance(exc, TransientError))
         logs = data.get("logs") if isinstance(data, dict) else None
-        if not isinstance(logs, list):
-            return UpdateResult(update.idempotency_key, True, update.external_id, updated_at=self._clock())
+        if not isinstance(logs, list) or not all(isinstance(log, dict) for log in logs):
+            _log.info(
+                "lagrowthmachine: status push for %s judged from the HTTP status alone "
+                "(2xx, answer without a logs list)",
+                external_id,
+            )
+            return UpdateResult(key, True, external_id, updated_at=self._clock())
         wanted = form["status"]
-        if any(
-            isinstance(log, dict) and (log.get("leadUpdated") is True or log.get("leadStatus") == wanted)
-            for log in logs
-        ):
-            return UpdateResult(update.idempotency_key, True, update.external_id, updated_at=self._clock())
-        reasons = sorted(
-            {str(log.get("reason")) for log in logs if isinstance(log, dict) and log.get("reason")}
-        )
-        error = "lagrowthmachine: no campaign took the status" + (
+        if any(log.get("leadUpdated") is True or log.get("leadStatus") == wanted for log in logs):
+            return UpdateResult(key, True, external_id, updated_at=self._clock())
+        reasons = sorted({str(log["reason"]) for log in logs if log.get("reason")})
+        error = "lagrowthmachine: status push failed (from the documented answer): no campaign took it" + (
             f": {'; '.join(reasons)[:300]}" if reasons else ""
         )
-        return UpdateResult(update.idempotency_key, False, update.external_id, error, False)
+        return UpdateResult(key, False, external_id, error, False)
 
     # -- webhooks ------------------------------------------------------------------------------
 
@@ -396,7 +406,8 @@ class LaGrowthMachineConnector:
         verify_token(request, self._settings.webhook_secret)
 
     def parse_webhook(self, body: bytes) -> list[WebhookEvent]:
-        return parse_body(body)
+        """Events of an authenticated delivery; an unrecognised shape is an unhandled event."""
+        return parse_body(body, received_at=self._clock())
 
 
 def from_section(

@@ -10,11 +10,21 @@ assumed):
 - campaign lead stats row (``GET /campaigns/:campaignId/statsleads``): ``id``, ``firstname``,
   ``lastname``, ``email``, ``companyName``, ``companyUrl``, ``linkedinUrl``, ``status``,
   ``action_todo``: https://documenter.getpostman.com/view/2071164/TVCmSkH2
-- inbox message (webhook body and conversation search item): ``messageId``, ``conversationId``,
-  ``leadId``, ``identityId``, ``campaignId``, ``createdAt`` (Unix milliseconds), ``sent`` /
-  ``received`` (direction), ``messageChannel``, ``lead`` (the lead object).
-- lead status update (``POST /leads/status``, form-encoded): ``status``, ``campaign[]`` (campaign
-  names), ``proEmail`` / ``persoEmail`` identify the lead.
+- inbox webhook body, published shape (see :mod:`connectors.lagrowthmachine.webhooks`):
+  ``{"type": "INBOX_MESSAGE", "messageChannel", "lead": {"id", "linkedinUrl", "email"},
+  "messages": [{"id", "content", "direction": "INCOMING" | "OUTGOING", "createdAt"}]}``;
+- inbox message, flat shape (what the connector read before the published one; still accepted):
+  ``messageId``, ``conversationId``, ``leadId``, ``campaignId``, ``createdAt`` (Unix ms or ISO 8601),
+  ``received`` / ``sent`` or ``direction``, ``messageChannel``, ``lead``;
+- conversation (an item of ``GET /conversations/search``'s ``data``): the fields the vendor's node
+  filters on (``LaGrowthMachine/n8n-nodes-lagrowthmachine``,
+  ``nodes/LaGrowthMachine/descriptions/ConversationDescription.ts``): ``id``, ``leadId``,
+  ``campaignId``, ``identityId``, ``lastMessageAt`` (epoch ms), ``lastMessageStatus`` (``RECEIVED``,
+  ``SENT``, ``SEND_FAILED``), ``lastMessageType``, ``leadReplied``; a ``lastMessage`` object and a
+  ``lead`` object are read when present (assumed);
+- lead status update (``POST /leads/status``, form-encoded): ``status``, ``campaign`` (a campaign
+  name, repeated for several, or ``all``: ``nodes/LaGrowthMachine/LaGrowthMachine.node.ts``,
+  ``updateStatus``), and ``proEmail`` identifying the lead.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ __all__ = [
     "lead_to_canonical",
     "parse_id",
     "parse_timestamp",
+    "reply_message",
     "reply_to_canonical",
     "to_canonical",
 ]
@@ -165,21 +176,73 @@ def lead_to_canonical(
 
 
 def is_incoming(message: Mapping[str, Any]) -> bool:
-    """True when an inbox message was received from the lead (a reply), not sent to them."""
+    """True when an inbox message was received from the lead (a reply), not sent to them.
+
+    ``direction: "INCOMING"`` is the published webhook's word; ``received: true``, ``direction:
+    "inbound"`` and ``status: "RECEIVED"`` (the conversation search's ``lastMessageStatus`` value)
+    are accepted too.
+    """
     if message.get("received") is True:
         return True
     direction = message.get("direction")
-    return isinstance(direction, str) and direction.lower() in ("inbound", "incoming", "received")
+    if isinstance(direction, str) and direction.lower() in ("inbound", "incoming", "received"):
+        return True
+    status = message.get("status")
+    return isinstance(status, str) and status.upper() == "RECEIVED"
+
+
+def _with_context(message: Mapping[str, Any], holder: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(message)
+    for key in ("leadId", "campaignId", "lead", "messageChannel"):
+        if merged.get(key) is None and holder.get(key) is not None:
+            merged[key] = holder[key]
+    return merged
+
+
+def reply_message(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The incoming message ``payload`` carries, as one flat message; None when it carries none.
+
+    ``payload`` is a published ``INBOX_MESSAGE`` body (its last ``INCOMING`` entry of
+    ``messages[]``, with the body's ``lead`` and ``messageChannel``), a conversation of the
+    conversation search (its ``lastMessage``, or ``lastMessageStatus: "RECEIVED"`` at
+    ``lastMessageAt``), or a flat inbox message.
+    """
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        incoming = [m for m in messages if isinstance(m, Mapping) and is_incoming(m)]
+        if not incoming:
+            return None
+        message = _with_context(incoming[-1], payload)
+        lead = message.get("lead")
+        if message.get("leadId") is None and isinstance(lead, Mapping):
+            message["leadId"] = lead.get("id")
+        message.setdefault("messageId", message.get("id"))
+        return message
+    last = payload.get("lastMessage")
+    if isinstance(last, Mapping):
+        message = _with_context(last, payload)
+        return message if is_incoming(message) else None
+    if "lastMessageStatus" in payload or "lastMessageAt" in payload:
+        status = payload.get("lastMessageStatus")
+        if not (isinstance(status, str) and status.upper() == "RECEIVED"):
+            return None
+        flat = {"conversationId": payload.get("id"), "createdAt": payload.get("lastMessageAt")}
+        return _with_context({**flat, "received": True}, payload)
+    return dict(payload) if is_incoming(payload) else None
 
 
 def reply_to_canonical(message: Mapping[str, Any], mappings: Mappings) -> CanonicalRecord:
-    """An "a lead replied" record from one incoming inbox message.
+    """An "a lead replied" record from one payload that carries an incoming message.
 
-    ``replied_at`` and ``updated_at`` are the message's ``createdAt``; the stage is
+    ``message`` is any shape :func:`reply_message` reads (the webhook's ``raw`` or a conversation
+    search item). ``replied_at`` and ``updated_at`` are the message's ``createdAt``; the stage is
     ``mappings.reply_stage("lagrowthmachine")`` (an :class:`UnmappedStage` when none is configured).
+    :class:`PermanentError` when it carries no incoming message.
     """
-    if not is_incoming(message):
-        raise PermanentError("lagrowthmachine: an outgoing message is not a reply")
+    flat = reply_message(message)
+    if flat is None:
+        raise PermanentError("lagrowthmachine: the payload carries no incoming message (not a reply)")
+    message = flat
     lead_raw = message.get("lead")
     lead: Mapping[str, Any] = lead_raw if isinstance(lead_raw, Mapping) else {}
     lead_id = parse_id(message.get("leadId", lead.get("id")), "leadId")
@@ -235,14 +298,15 @@ def _target_key(update: CanonicalUpdate) -> StageKey | None:
 
 
 def from_canonical(
-    update: CanonicalUpdate, mappings: Mappings, *, campaigns: Sequence[str]
+    update: CanonicalUpdate, mappings: Mappings, *, campaigns: Sequence[str] | None = None
 ) -> dict[str, str | list[str]]:
     """The form fields of ``POST /leads/status`` for one update.
 
-    ``campaigns`` are the campaign NAMES the status applies to (the API scopes a status per
-    campaign). The lead is identified by ``contact_email`` sent as ``proEmail``. Raises
-    :class:`PermanentError` when the update cannot be expressed (no stage or won/lost status, a
-    stage the mapping cannot represent, no e-mail, no campaign).
+    ``campaign`` is ``all`` (every campaign the lead is in: a won or lost deal must stop every
+    sequence) unless ``campaigns`` names some (campaign NAMES, sent as a repeated ``campaign``
+    field, as the vendor's node does). The lead is identified by ``contact_email`` sent as
+    ``proEmail``. Raises :class:`PermanentError` when the update cannot be expressed (no stage or
+    won/lost status, a stage the mapping cannot represent, no e-mail, an empty campaign list).
     """
     key = _target_key(update)
     if key is None:
@@ -253,6 +317,7 @@ def from_canonical(
         raise PermanentError(f"lagrowthmachine: canonical stage {key.value!r} has no lead status mapped")
     if not update.contact_email:
         raise PermanentError("lagrowthmachine: a lead status update needs the lead's e-mail")
-    if not campaigns:
+    if campaigns is not None and not campaigns:
         raise PermanentError("lagrowthmachine: no campaign to apply the lead status to")
-    return {"status": status, "proEmail": update.contact_email, "campaign[]": list(campaigns)}
+    campaign: str | list[str] = "all" if campaigns is None else list(campaigns)
+    return {"status": status, "proEmail": update.contact_email, "campaign": campaign}

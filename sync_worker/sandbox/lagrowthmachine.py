@@ -3,54 +3,60 @@
 State lives in memory in :class:`LaGrowthMachineSandbox` (thread-safe); :func:`create_app` serves it
 under ``/flow`` like ``https://apiv2.lagrowthmachine.com/flow``.
 
-Documented (LGM API documentation, https://documenter.getpostman.com/view/2071164/TVCmSkH2, and the help
-centre https://help.lagrowthmachine.com/en/; endpoint list cross-checked with the public API wrappers
-https://github.com/GigRadar/lgm-mcp-server and https://github.com/LaGrowthMachine/lgm-mcp-server):
+Followed as the vendor's own clients speak the API (facts): ``LaGrowthMachine/n8n-nodes-lagrowthmachine``
+(``credentials/LaGrowthMachineApi.credentials.ts``, ``nodes/LaGrowthMachine/GenericFunctions.ts``,
+``nodes/LaGrowthMachine/LaGrowthMachine.node.ts``, ``descriptions/ConversationDescription.ts``,
+``descriptions/LeadDescription.ts``, ``nodes/LaGrowthMachineTrigger/LaGrowthMachineTrigger.node.ts``)
+and ``LaGrowthMachine/lgm-mcp-server`` (``src/callFlow.ts``, ``src/tools.ts``); the API reference
+https://documenter.getpostman.com/view/2071164/TVCmSkH2 and the help centre https://help.lagrowthmachine.com/en/.
 
-- base URL ``/flow``; the API key travels as the ``apikey`` query parameter on every request;
+- base URL ``/flow``; the API key as ``Authorization: Bearer <key>``, an ``x-api-key`` header or the
+  ``apikey`` query parameter, all equivalent;
 - ``GET /members`` (``[{id, name, label}]``), ``GET /identities``;
-- ``GET /campaigns?skip=&limit=`` (at most 25 per page), ``GET /campaigns/{id}``;
-- ``GET /campaigns/{id}/statsleads``: per-lead statistics, 25 leads per page, paged forward with
-  ``getLeadsAfter=<lead id>``;
+- ``GET /campaigns?skip=&limit=`` answering ``{"campaigns": [...]}``; at most 25 a page, and a higher
+  ``limit`` answers an empty list; ``GET /campaigns/{id}`` answering ``{"campaign": {...}}``;
+- ``GET /campaigns/{id}/statsleads``: ``{"leads": [...], "hasMore"}``, 25 leads a page, paged forward
+  with ``getLeadsAfter=<last lead id>``;
 - ``GET /leads/search`` by ``email``, ``linkedinUrl`` or ``leadId``;
-- ``POST /leads/status`` with ``status`` (e.g. ``CONVERTED``, ``NOTINTERESTED``), ``campaign`` (an id, a
-  name, a list, or ``all``) and one lead identifier (``proEmail``, ``persoEmail``, ``linkedinUrl``,
-  ``crm_id``, ``firstname`` + ``lastname``); form-encoded or JSON;
-- ``GET /leads/{id}/conversations``, ``GET /conversations/{id}/messages``;
-- inbox webhooks: ``GET/POST /inboxWebhooks`` (``url``, ``name``, ``campaigns`` ids or ``["all"]``,
-  ``type: INBOX_EVENT``) and ``DELETE /inboxWebhooks/{id}``.
+- ``POST /leads/status`` (form-encoded) with ``status``, ``campaign`` (a campaign name, repeated for
+  several, or ``all``) and a lead identifier (``proEmail``, ``persoEmail``, ``linkedinUrl``, ...);
+- ``GET /conversations/search`` with the node's filters (``leadReplied``, ``leadIds``,
+  ``campaignIds``, ``lastMessageStatus``, ``sortField=lastMessageAt``, ``sortDirection`` -1/1,
+  ``limit``) paged with ``searchAfter=<nextToken>`` (a Base64 token), answering ``{"data": [...],
+  "hasMore", "nextToken"}``; ``GET /leads/{id}/conversations`` answering ``{"data": [...]}``;
+  ``GET /conversations/{id}/messages?page=N`` answering ``{"data": [...], "total"}``;
+- inbox webhooks: ``GET/POST /inboxWebhooks`` (``url``, ``name``, ``description``, ``campaigns``:
+  ids, empty or ``["all"]`` for all) and ``DELETE /inboxWebhooks/{id}``; a delivery is the published
+  ``INBOX_MESSAGE`` body ``{"type", "messageChannel", "lead": {"id", "linkedinUrl", "email"},
+  "messages": [{"id", "content", "direction": "INCOMING" | "OUTGOING", "createdAt"}]}``;
+- the rate limit: 50 calls per 10 seconds per API key (``src/tools.ts``), then 429 with ``Retry-After``.
 
-Assumed (the public documentation is thin; kept conservative and easy to change):
+Assumed (the vendor is silent; kept conservative and easy to change):
 
-- the rate limit: 50 calls per 10 seconds per API key, then 429 with ``Retry-After``;
-- error bodies ``{"error": "<message>"}``; a missing or wrong ``apikey`` answers 401;
-- the JSON shapes (camelCase fields, ISO-8601 UTC times with milliseconds, 24-hex ids): campaigns
-  and lead stats are bare JSON lists; a lead stats row carries ``id``/``leadId``, ``firstname``,
-  ``lastname``, ``email``, ``companyName``, ``linkedinUrl``, ``status``, ``replied``, ``lastReplyAt``
-  and ``hasMore`` (more rows after this page); ``POST /leads/status`` answers one log per campaign
-  ``{campaign, campaignId, leadId, leadStatus, leadUpdated, reason}``;
-- an inbox message carries ``id``/``messageId``, ``conversationId``, ``leadId``, ``campaignId``,
-  ``identityId``, ``channel``/``messageChannel`` (EMAIL, LINKEDIN), ``direction`` (INBOUND, OUTBOUND)
-  with the booleans ``received``/``sent``, ``text`` and ``createdAt``;
-- the inbox search ``GET /inbox/conversations/search?searchAfter=<token>&limit=<n<=100>`` (optional
-  ``direction``): every inbox message oldest first, each with its ``lead``, answered as
-  ``{"conversations": [...], "searchAfter": <token or null>}`` (null on the last page);
-- the inbox webhook body: the inbox message plus ``type: INBOX_EVENT``, ``event: MESSAGE_RECEIVED``,
-  ``eventId``, ``webhookId``, ``lead``, ``campaign`` and ``identity``, sent as JSON to the URL as
-  registered. LGM documents no signature, so the receiving service authenticates deliveries with a
-  ``token`` query parameter it put in that URL. No retry is documented, so by default none is made
-  (``retry_delays=()``);
+- error bodies ``{"error": "<message>"}``; a missing or wrong key answers 401;
+- camelCase fields, ISO-8601 UTC times with milliseconds, 24-hex ids; a conversation search item
+  carries the fields the node filters on (``leadId``, ``campaignId``, ``identityId``,
+  ``lastMessageAt`` in epoch ms, ``lastMessageStatus`` ``RECEIVED``/``SENT``, ``lastMessageType``,
+  ``leadReplied``, ``status``, ``read``) plus the ``lead``; ``nextToken`` comes with every non-empty
+  page; ``POST /leads/status`` answers ``{"logs": [{campaign, campaignId, leadId, leadStatus,
+  leadUpdated, reason}]}``, one log per campaign;
+- the webhook's ``lead`` also carries ``firstname``, ``lastname`` and ``companyName`` (the published
+  receiver reads only ``id``, ``linkedinUrl`` and ``email``; the connector copes without the rest);
+- messages are stored with ``direction`` ``INBOUND``/``OUTBOUND`` and served as ``INCOMING``/``OUTGOING``;
+- LGM documents no signature, so the receiving service authenticates deliveries with a ``token`` query
+  parameter it put in the registered URL. No retry is documented, so by default none is made;
 - a lead's status in a campaign starts as ``CONTACTED`` and turns ``TO_QUALIFY`` when the lead replies
   (help centre: https://help.lagrowthmachine.com/en/articles/7238523-how-to-qualify-my-leads-in-lgm).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -265,6 +271,7 @@ class LaGrowthMachineSandbox:
                 "received": direction == "INBOUND",
                 "sent": direction == "OUTBOUND",
                 "text": text,
+                "content": text,
                 "createdAt": stamp,
             }
             self.messages.append(message)
@@ -361,8 +368,8 @@ class LaGrowthMachineSandbox:
                 )
             return logs
 
-    def lead_stats(self, campaign_id: str, after: str | None) -> list[dict[str, Any]]:
-        """One page (25 rows) of per-lead stats after lead id ``after``; each row says ``hasMore``."""
+    def lead_stats(self, campaign_id: str, after: str | None) -> dict[str, Any]:
+        """One page (25 rows) of per-lead stats after lead id ``after``: ``{"leads", "hasMore"}``."""
         with self._lock:
             if campaign_id not in self.campaigns:
                 raise LgmApiError(404, "Campaign not found")
@@ -371,7 +378,6 @@ class LaGrowthMachineSandbox:
                 for (c, lead_id), membership in sorted(self.memberships.items())
                 if c == campaign_id and (after is None or lead_id > after)
             ]
-            has_more = len(members) > _PAGE
             rows = []
             for lead_id, membership in members[:_PAGE]:
                 lead = self.leads[lead_id]
@@ -386,18 +392,70 @@ class LaGrowthMachineSandbox:
                         "linkedinUrl": lead["linkedinUrl"],
                         "companyName": lead["companyName"],
                         **membership,
-                        "hasMore": has_more,
                     }
                 )
-            return rows
+            return {"leads": rows, "hasMore": len(members) > _PAGE}
+
+    def message_view(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A stored message as the API shows it (``direction`` ``INCOMING``/``OUTGOING``)."""
+        inbound = message["direction"] == "INBOUND"
+        return {
+            **message,
+            "direction": "INCOMING" if inbound else "OUTGOING",
+            "status": "RECEIVED" if inbound else "SENT",
+        }
+
+    def conversation_view(self, conversation: dict[str, Any]) -> dict[str, Any]:
+        """A conversation as the search shows it: the fields the vendor's node filters on."""
+        with self._lock:
+            mine = [m for m in self.messages if m["conversationId"] == conversation["id"]]
+            last = max(mine, key=lambda m: (m["createdAt"], m["id"]), default=None)
+            return {
+                "id": conversation["id"],
+                "leadId": conversation["leadId"],
+                "campaignId": conversation["campaignId"],
+                "identityId": conversation["identityId"],
+                "status": "OPEN",
+                "read": False,
+                "favourite": False,
+                "unsubscribed": False,
+                "leadReplied": conversation["replied"],
+                "lastMessageAt": _epoch_ms(last["createdAt"]) if last else None,
+                "lastMessageStatus": (
+                    None if last is None else "RECEIVED" if last["direction"] == "INBOUND" else "SENT"
+                ),
+                "lastMessageType": conversation["channel"],
+                "lead": self.lead_summary(conversation["leadId"]),
+            }
+
+    def search_conversations(self, query: dict[str, str]) -> dict[str, Any]:
+        """``GET /conversations/search``: filtered, sorted by ``lastMessageAt``, paged by token."""
+        limit = _bounded(query.get("limit"), "limit", 50, 100) or 50
+        if query.get("sortField", "lastMessageAt") != "lastMessageAt":
+            raise LgmApiError(400, "this sandbox sorts by lastMessageAt only")
+        direction = query.get("sortDirection", "-1")
+        if direction not in ("1", "-1"):
+            raise LgmApiError(400, "sortDirection must be 1 or -1")
+        with self._lock:
+            views = [self.conversation_view(c) for c in self.conversations.values()]
+        views = [v for v in views if v["lastMessageAt"] is not None and _keep(v, query)]
+        views.sort(key=_sort_key, reverse=direction == "-1")
+        token = query.get("searchAfter") or None
+        if token is not None:
+            after = _decode_token(token)
+            ascending = direction == "1"
+            views = [v for v in views if (_sort_key(v) > after if ascending else _sort_key(v) < after)]
+        page = views[:limit]
+        next_token = _encode_token(_sort_key(page[-1])) if page else None
+        return {"data": page, "hasMore": len(views) > limit, "nextToken": next_token}
 
     def add_inbox_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
         url = body.get("url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise LgmApiError(400, "url must be a full http(s) URL")
-        campaigns = body.get("campaigns", ["all"])
+        campaigns = body.get("campaigns") or ["all"]
         if not isinstance(campaigns, list) or not all(isinstance(c, str) for c in campaigns):
-            raise LgmApiError(400, "campaigns must be a list of campaign ids or ['all']")
+            raise LgmApiError(400, "campaigns must be a list of campaign ids, empty or ['all'] for all")
         with self._lock:
             hook: dict[str, Any] = {
                 "id": self._oid(),
@@ -425,23 +483,72 @@ class LaGrowthMachineSandbox:
         return {k: lead[k] for k in keys}
 
     def _emit(self, message: dict[str, Any]) -> None:
-        campaign = self.campaigns.get(message["campaignId"] or "")
+        lead = self.leads[message["leadId"]]
+        view = self.message_view(message)
+        body = {
+            "type": "INBOX_MESSAGE",
+            "messageChannel": message["channel"],
+            "lead": {
+                "id": lead["id"],
+                "linkedinUrl": lead["linkedinUrl"],
+                "email": lead["proEmail"] or lead["persoEmail"],
+                # beyond the three fields the published receiver reads (assumed: the lead's names)
+                "firstname": lead["firstname"],
+                "lastname": lead["lastname"],
+                "companyName": lead["companyName"],
+            },
+            "messages": [{k: view[k] for k in ("id", "content", "direction", "createdAt")}],
+        }
         for hook in self.inbox_webhooks.values():
             if "all" not in hook["campaigns"] and message["campaignId"] not in hook["campaigns"]:
                 continue
-            body = {
-                **message,
-                "type": "INBOX_EVENT",
-                "event": "MESSAGE_RECEIVED",
-                "eventId": str(uuid.uuid4()),
-                "webhookId": hook["id"],
-                "lead": self.lead_summary(message["leadId"]),
-                "campaign": {"id": campaign["id"], "name": campaign["name"]} if campaign else None,
-                "identity": dict(self.identities[0]),
-            }
             self.deliverer.submit(
                 hook["url"], json.dumps(body).encode(), {"content-type": "application/json"}
             )
+
+
+def _epoch_ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _sort_key(view: dict[str, Any]) -> tuple[int, str]:
+    return (int(view["lastMessageAt"]), str(view["id"]))
+
+
+def _encode_token(key: tuple[int, str]) -> str:
+    return base64.b64encode(json.dumps(list(key)).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[int, str]:
+    try:
+        stamp, conversation_id = json.loads(base64.b64decode(token, validate=True))
+        return (int(stamp), str(conversation_id))
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise LgmApiError(400, "invalid searchAfter token") from exc
+
+
+def _keep(view: dict[str, Any], query: dict[str, str]) -> bool:
+    replied = query.get("leadReplied")
+    if replied in ("true", "false") and view["leadReplied"] != (replied == "true"):
+        return False
+    for name, field in (("leadIds", "leadId"), ("campaignIds", "campaignId")):
+        wanted = {w.strip() for w in query.get(name, "").split(",") if w.strip()}
+        if wanted and view[field] not in wanted:
+            return False
+    status = query.get("lastMessageStatus")
+    return not status or view["lastMessageStatus"] == status
+
+
+def _bounded(raw: str | None, name: str, default: int, maximum: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise LgmApiError(400, f"{name} must be an integer") from exc
+    if value < 0 or value > maximum:
+        raise LgmApiError(400, f"{name} must be between 0 and {maximum}")
+    return value
 
 
 def _matches(lead: dict[str, Any], query: dict[str, str]) -> bool:
@@ -488,16 +595,15 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def _int(request: Request, name: str, default: int, maximum: int) -> int:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise LgmApiError(400, f"{name} must be an integer") from exc
-    if value < 0 or value > maximum:
-        raise LgmApiError(400, f"{name} must be between 0 and {maximum}")
-    return value
+    return _bounded(request.query_params.get(name), name, default, maximum)
+
+
+def _api_key(request: Request) -> str | None:
+    """The key as ``Authorization: Bearer``, ``x-api-key`` or ``?apikey=`` (equivalent)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key") or request.query_params.get("apikey")
 
 
 def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
@@ -507,9 +613,9 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
         return counted_route(sandbox.calls, path, _serve, handler, methods)
 
     async def _serve(request: Request, handler: Handler) -> Response:
-        key = request.query_params.get("apikey")
+        key = _api_key(request)
         if not sandbox.accepts_key(key):
-            return _error(401, "Unauthorized: missing or invalid apikey")
+            return _error(401, "Unauthorized: missing or invalid API key")
         assert key is not None
         decision = sandbox.limiter.hit(key)
         retry_after = {"retry-after": str(max(1, int(decision.reset_seconds + 0.999)))}
@@ -533,24 +639,24 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
 
     async def campaigns(request: Request) -> Response:
         skip = _int(request, "skip", 0, 1_000_000)
-        limit = _int(request, "limit", _PAGE, _PAGE)
+        limit = _int(request, "limit", _PAGE, 1_000_000)
         with sandbox._lock:
-            items = sorted(sandbox.campaigns.values(), key=lambda c: c["id"])[skip : skip + limit]
-            return JSONResponse([dict(c) for c in items])
+            ordered = sorted(sandbox.campaigns.values(), key=lambda c: c["id"])
+            items = ordered[skip : skip + limit] if limit <= _PAGE else []  # the API's own quirk
+            return JSONResponse({"campaigns": [dict(c) for c in items]})
 
     async def campaign(request: Request) -> Response:
         found = sandbox.campaigns.get(request.path_params["id"])
         if found is None:
             raise LgmApiError(404, "Campaign not found")
-        return JSONResponse(dict(found))
+        return JSONResponse({"campaign": dict(found)})
 
     async def stats_leads(request: Request) -> Response:
         after = request.query_params.get("getLeadsAfter") or None
         return JSONResponse(sandbox.lead_stats(request.path_params["id"], after))
 
     async def search(request: Request) -> Response:
-        query = dict(request.query_params)
-        query.pop("apikey", None)
+        query = {k: v for k, v in request.query_params.items() if k != "apikey"}
         if not any(query.get(k) for k in ("email", "linkedinUrl", "leadId", "crm_id")):
             raise LgmApiError(400, "give email, linkedinUrl or leadId")
         lead = sandbox.find_lead(query)
@@ -559,40 +665,31 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
         return JSONResponse(sandbox.lead_view(lead))
 
     async def status(request: Request) -> Response:
-        return JSONResponse(sandbox.set_status(await _body(request)))
+        return JSONResponse({"logs": sandbox.set_status(await _body(request))})
 
     async def lead_conversations(request: Request) -> Response:
         lead_id = request.path_params["id"]
         if lead_id not in sandbox.leads:
             raise LgmApiError(404, "Lead not found")
         with sandbox._lock:
-            return JSONResponse([dict(c) for c in sandbox.conversations.values() if c["leadId"] == lead_id])
+            mine = [c for c in sandbox.conversations.values() if c["leadId"] == lead_id]
+            return JSONResponse({"data": [sandbox.conversation_view(c) for c in mine]})
 
     async def conversation_messages(request: Request) -> Response:
         conversation_id = request.path_params["id"]
         if conversation_id not in sandbox.conversations:
             raise LgmApiError(404, "Conversation not found")
+        page = _int(request, "page", 0, 1_000_000)
         with sandbox._lock:
-            return JSONResponse([dict(m) for m in sandbox.messages if m["conversationId"] == conversation_id])
+            mine = [
+                sandbox.message_view(m) for m in sandbox.messages if m["conversationId"] == conversation_id
+            ]
+        size = 50
+        return JSONResponse({"data": mine[page * size : (page + 1) * size], "total": len(mine)})
 
-    async def inbox_search(request: Request) -> Response:
-        limit = _int(request, "limit", 50, 100) or 50
-        token = request.query_params.get("searchAfter") or None
-        direction = request.query_params.get("direction")
-        with sandbox._lock:
-            ordered = sorted(sandbox.messages, key=lambda m: (m["createdAt"], m["id"]))
-        if direction:
-            ordered = [m for m in ordered if m["direction"] == direction]
-        if token is not None:
-            stamp, _, message_id = token.partition("|")
-            if not message_id:
-                raise LgmApiError(400, "invalid searchAfter token")
-            ordered = [m for m in ordered if (m["createdAt"], m["id"]) > (stamp, message_id)]
-        page = ordered[:limit]
-        more = len(ordered) > limit
-        next_token = f"{page[-1]['createdAt']}|{page[-1]['id']}" if more else None
-        items = [{**m, "lead": sandbox.lead_summary(m["leadId"])} for m in page]
-        return JSONResponse({"conversations": items, "searchAfter": next_token})
+    async def conversation_search(request: Request) -> Response:
+        query = {k: v for k, v in request.query_params.items() if k != "apikey"}
+        return JSONResponse(sandbox.search_conversations(query))
 
     async def webhooks(request: Request) -> Response:
         if request.method == "POST":
@@ -626,7 +723,7 @@ def create_app(sandbox: LaGrowthMachineSandbox) -> Starlette:
         api("/flow/leads/status", status, ["POST"]),
         api("/flow/leads/{id}/conversations", lead_conversations),
         api("/flow/conversations/{id}/messages", conversation_messages),
-        api("/flow/inbox/conversations/search", inbox_search),
+        api("/flow/conversations/search", conversation_search),
         api("/flow/inboxWebhooks", webhooks, ["GET", "POST"]),
         api("/flow/inboxWebhooks/{id}", webhooks, ["DELETE"]),
         Route("/_sandbox/leads/{id}/reply", admin_reply, methods=["POST"]),

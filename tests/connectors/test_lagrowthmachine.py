@@ -1,12 +1,15 @@
 """LaGrowthMachine connector: pull, push, webhooks and pure translation, against respx route sets.
 
-Fixtures are payloads shaped after the provider docs (see fixtures/lagrowthmachine/README.md).
+Fixtures are payloads shaped after what the vendor's own clients send and read
+(``LaGrowthMachine/n8n-nodes-lagrowthmachine``, ``LaGrowthMachine/lgm-mcp-server``; see
+fixtures/lagrowthmachine/README.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,11 +32,10 @@ from connectors.lagrowthmachine import (
 )
 from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
 from sync_worker.canonical import CanonicalUpdate, PullPage, StageKey, UnmappedStage
-from sync_worker.connector import Connector, WebhookRequest
+from sync_worker.connector import WebhookRequest
 from sync_worker.errors import (
     AuthError,
     ConfigError,
-    PayloadError,
     PermanentError,
     SignatureError,
     TransientError,
@@ -94,7 +96,7 @@ def query(call: Any) -> dict[str, list[str]]:
     return parse_qs(call.request.url.query.decode())
 
 
-def test_key_is_sent_as_apikey_query_parameter_and_nowhere_else(
+def test_key_is_sent_as_a_bearer_header_and_nowhere_else(
     router: respx.Router, connector: LaGrowthMachineConnector
 ) -> None:
     route = router.get("/campaigns").respond(200, json={"campaigns": []})
@@ -102,9 +104,27 @@ def test_key_is_sent_as_apikey_query_parameter_and_nowhere_else(
     assert pages == [PullPage(STREAM_LEAD_STATUSES, (), None, True)]
     sent = route.calls.last.request
     assert sent.method == "GET" and sent.url.path == "/flow/campaigns"
-    assert query(route.calls.last) == {"apikey": [KEY], "skip": ["0"], "limit": ["25"]}
-    assert KEY not in str(sent.headers)
+    assert sent.headers["authorization"] == f"Bearer {KEY}"
+    assert query(route.calls.last) == {"skip": ["0"], "limit": ["25"]}
+    assert KEY not in str(sent.url)
     assert KEY not in repr(connector)
+
+
+def test_campaign_pages_never_ask_for_more_than_25(
+    router: respx.Router, mappings: Mappings, sleeps: Sleeps
+) -> None:
+    # The vendor's node: "The campaigns endpoint caps limit at 25 per page (higher values return empty)".
+    conn = LaGrowthMachineConnector(
+        LaGrowthMachineSettings(api_key=SecretStr(KEY)),
+        mappings,
+        transport=httpx.MockTransport(router.handler),
+        sleep=sleeps,
+        page_size=100,
+    )
+    route = router.get("/campaigns").respond(200, json={"campaigns": [{"id": "c1", "name": "A"}]})
+    assert [c["id"] for c in conn.list_campaigns()] == ["c1"]
+    conn.close()
+    assert query(route.calls.last) == {"skip": ["0"], "limit": ["25"]}
 
 
 # -- lead statuses ------------------------------------------------------------------------------
@@ -127,10 +147,10 @@ def test_lead_status_sweep_pages_to_the_end(
 
     # Sent: campaign A first (sorted by id), then its next page from the last lead id, then B.
     assert [query(c) for c in stats_a.calls] == [
-        {"apikey": [KEY]},
-        {"apikey": [KEY], "getLeadsAfter": ["65a000000000000000000002"]},
+        {},
+        {"getLeadsAfter": ["65a000000000000000000002"]},
     ]
-    assert [query(c) for c in stats_b.calls] == [{"apikey": [KEY]}]
+    assert [query(c) for c in stats_b.calls] == [{}]
     assert [(p.cursor, p.done) for p in pages] == [
         (
             json.dumps({"after": "65a000000000000000000002", "campaign": CAMPAIGN_A}, separators=(",", ":")),
@@ -197,7 +217,7 @@ def test_lead_status_cursor_resumes_inside_a_campaign(
     pages = list(connector.pull_changes(STREAM_LEAD_STATUSES, cursor))
 
     assert not stats_a.called
-    assert query(stats_b.calls.last) == {"apikey": [KEY], "getLeadsAfter": ["65a000000000000000000009"]}
+    assert query(stats_b.calls.last) == {"getLeadsAfter": ["65a000000000000000000009"]}
     assert [(p.cursor, p.done) for p in pages] == [(None, True)]
     assert [r.external_id for r in pages[0].records] == ["65a000000000000000000010"]
 
@@ -212,6 +232,9 @@ def test_bad_cursor_and_unknown_stream_are_config_errors(connector: LaGrowthMach
 # -- replies ------------------------------------------------------------------------------------
 
 
+SEARCH_QUERY = {"leadReplied": ["true"], "sortField": ["lastMessageAt"], "sortDirection": ["1"]}
+
+
 def test_replies_follow_search_after_to_the_end(
     router: respx.Router, mappings: Mappings, sleeps: Sleeps
 ) -> None:
@@ -222,24 +245,29 @@ def test_replies_follow_search_after_to_the_end(
         sleep=sleeps,
         page_size=2,
     )
-    route = router.get("/inbox/conversations/search")
+    route = router.get("/conversations/search")
     route.side_effect = [
-        httpx.Response(200, json=fixture("conversations_page1.json")),
-        httpx.Response(200, json=fixture("conversations_page2.json")),
+        httpx.Response(200, json=fixture("conversation_search_page1.json")),
+        httpx.Response(200, json=fixture("conversation_search_page2.json")),
     ]
+    messages = router.get("/conversations/66b000000000000000000002/messages").respond(
+        200, json=fixture("conversation_messages.json")
+    )
     pages = list(conn.pull_changes(STREAM_REPLIES, None))
     conn.close()
 
+    # Sent: the vendor's path, its filter and sort options, then searchAfter=<nextToken>.
+    assert [c.request.url.path for c in route.calls] == ["/flow/conversations/search"] * 2
     assert [query(c) for c in route.calls] == [
-        {"apikey": [KEY], "limit": ["2"]},
-        {"apikey": [KEY], "limit": ["2"], "searchAfter": ["WzE3MTcyMzYzMDAwMDAsIjY2YjAwMiJd"]},
+        {"limit": ["2"], **SEARCH_QUERY},
+        {"limit": ["2"], **SEARCH_QUERY, "searchAfter": ["WzE3MTcyMzYzMDAwMDAsIjY2YjAwMiJd"]},
     ]
     assert [(p.cursor, p.done) for p in pages] == [
         ("WzE3MTcyMzYzMDAwMDAsIjY2YjAwMiJd", False),
         ("WzE3MTczMTUyMDAwMDAsIjY2YjAwMyJd", True),
     ]
-    # The outgoing LinkedIn message of page 1 is not a reply.
-    (ava,) = pages[0].records
+    # Ava's conversation ends with her message: a reply at lastMessageAt.
+    ava, ben = pages[0].records
     assert ava.replied_at == datetime(2024, 6, 1, 10, 0, tzinfo=UTC) == ava.updated_at
     assert (ava.stage, ava.source_stage, ava.contact_email) == (
         StageKey.CONTACTED,
@@ -247,6 +275,12 @@ def test_replies_follow_search_after_to_the_end(
         "ava@example.com",
     )
     assert ava.links == {"hubspot": "5123"} and ava.pipeline_id == CAMPAIGN_A
+    # Ben replied, then was answered: his reply is dated from the conversation's messages.
+    assert query(messages.calls.last) == {"page": ["0"]}
+    assert (ben.external_id, ben.replied_at) == (
+        "65a000000000000000000002",
+        datetime(2024, 6, 1, 10, 2, tzinfo=UTC),
+    )
     (eve,) = pages[1].records
     assert (eve.external_id, eve.links, eve.contact_email) == (
         "12345",
@@ -259,12 +293,31 @@ def test_replies_follow_search_after_to_the_end(
 def test_replies_cursor_resumed_and_kept_when_nothing_is_new(
     router: respx.Router, connector: LaGrowthMachineConnector
 ) -> None:
-    route = router.get("/inbox/conversations/search").respond(
-        200, json={"conversations": [], "searchAfter": None}
+    route = router.get("/conversations/search").respond(
+        200, json={"data": [], "hasMore": False, "nextToken": None}
     )
     pages = list(connector.pull_changes(STREAM_REPLIES, "tok-41"))
     assert query(route.calls.last)["searchAfter"] == ["tok-41"]
     assert pages == [PullPage(STREAM_REPLIES, (), "tok-41", True)]
+
+
+def test_replies_stop_when_has_more_is_false_even_with_a_token(
+    router: respx.Router, connector: LaGrowthMachineConnector
+) -> None:
+    route = router.get("/conversations/search").respond(
+        200, json={"data": [], "hasMore": False, "nextToken": "tok-2"}
+    )
+    pages = list(connector.pull_changes(STREAM_REPLIES, "tok-1"))
+    assert route.call_count == 1
+    assert pages == [PullPage(STREAM_REPLIES, (), "tok-2", True)]
+
+
+def test_the_old_search_envelope_is_a_shape_error(
+    router: respx.Router, connector: LaGrowthMachineConnector
+) -> None:
+    router.get("/conversations/search").respond(200, json={"conversations": [], "searchAfter": None})
+    with pytest.raises(PermanentError, match="unexpected response shape for GET /conversations/search"):
+        list(connector.pull_changes(STREAM_REPLIES, None))
 
 
 # -- HTTP failures ------------------------------------------------------------------------------
@@ -294,11 +347,11 @@ def test_429_without_retry_after_backs_off_briefly(
 
 
 def test_5xx_then_success(router: respx.Router, connector: LaGrowthMachineConnector) -> None:
-    route = router.get("/inbox/conversations/search")
+    route = router.get("/conversations/search")
     route.side_effect = [
         httpx.Response(502, text="bad gateway"),
         httpx.Response(503, json={"message": "maintenance"}),
-        httpx.Response(200, json={"conversations": [], "searchAfter": None}),
+        httpx.Response(200, json={"data": [], "hasMore": False, "nextToken": None}),
     ]
     pages = list(connector.pull_changes(STREAM_REPLIES, None))
     assert route.call_count == 3 and pages[-1].done
@@ -315,7 +368,6 @@ def test_401_is_auth_error_without_the_key_anywhere(
     assert "GET /campaigns: HTTP 401" in str(exc)
     chain = f"{exc!s} {exc!r} {exc.__cause__!s} {exc.__cause__!r}"
     assert KEY not in chain
-    assert "apikey=REDACTED" in str(exc.__cause__)  # httpx's own message, key masked
 
 
 def test_httpx_request_log_masks_the_key(
@@ -359,7 +411,7 @@ def update(key: str, **fields: Any) -> CanonicalUpdate:
 def test_apply_updates_posts_form_encoded_lead_status(
     router: respx.Router, connector: LaGrowthMachineConnector
 ) -> None:
-    router.get("/campaigns").respond(200, json=fixture("campaigns.json"))
+    campaigns = router.get("/campaigns")
     post = router.post("/leads/status")
     post.side_effect = [
         httpx.Response(200, json=fixture("leads_status_response.json")),
@@ -391,16 +443,20 @@ def test_apply_updates_posts_form_encoded_lead_status(
     assert results[0].external_id == "65a1" and results[0].updated_at == NOW
     assert "'proposal' has no lead status mapped" in (results[1].error or "")
     assert "e-mail" in (results[2].error or "")
+    # Failure read from the documented answer, and the error says so.
+    assert "from the documented answer" in (results[3].error or "")
     assert "Lead not found" in (results[3].error or "") and not results[3].retryable
-    # Two POSTs only (the unrepresentable and the e-mail-less updates never left).
-    assert post.call_count == 2
+    # Two POSTs only (the unrepresentable and the e-mail-less updates never left); no campaign list.
+    assert post.call_count == 2 and not campaigns.called
     first = post.calls[0].request
     assert first.headers["content-type"] == "application/x-www-form-urlencoded"
-    assert query(post.calls[0]) == {"apikey": [KEY]}
+    assert first.headers["authorization"] == f"Bearer {KEY}"
+    assert query(post.calls[0]) == {}
+    # As the vendor's node sends it: `campaign` (here `all`), not `campaign[]`.
     assert parse_qs(first.content.decode()) == {
         "status": ["CONVERTED"],
         "proEmail": ["ava@example.com"],
-        "campaign[]": ["Heads of sales FR", "Q3 founders"],
+        "campaign": ["all"],
     }
     assert parse_qs(post.calls[1].request.content.decode())["status"] == ["NOT_INTERESTED"]
 
@@ -408,17 +464,21 @@ def test_apply_updates_posts_form_encoded_lead_status(
 def test_apply_updates_failures_become_results_but_auth_raises(
     router: respx.Router, connector: LaGrowthMachineConnector
 ) -> None:
-    router.get("/campaigns").respond(200, json=fixture("campaigns.json"))
     post = router.post("/leads/status")
-    post.side_effect = [httpx.Response(500)] * 3 + [httpx.Response(400, json={"message": "bad status"})]
+    post.side_effect = [httpx.Response(500)] * 3 + [
+        httpx.Response(400, json={"message": "bad status"}),
+        httpx.Response(404, text="Lead not found"),
+    ]
     results = connector.apply_updates(
         [
             update("a", stage=StageKey.WON, contact_email="a@example.com"),
             update("b", stage=StageKey.LOST, contact_email="b@example.com"),
+            update("c", stage=StageKey.LOST, contact_email="c@example.com"),
         ]
     )
-    assert [(r.ok, r.retryable) for r in results] == [(False, True), (False, False)]
-    assert "bad status" in (results[1].error or "")
+    assert [(r.ok, r.retryable) for r in results] == [(False, True), (False, False), (False, False)]
+    assert all("from the HTTP status alone" in (r.error or "") for r in results)
+    assert "bad status" in (results[1].error or "") and "HTTP 404" in (results[2].error or "")
     assert all(KEY not in (r.error or "") for r in results)
 
     post.side_effect = None
@@ -427,14 +487,18 @@ def test_apply_updates_failures_become_results_but_auth_raises(
         connector.apply_updates([update("c", stage=StageKey.WON, contact_email="c@example.com")])
 
 
-def test_apply_updates_when_the_campaign_list_fails(
-    router: respx.Router, connector: LaGrowthMachineConnector
+@pytest.mark.parametrize("answer", [{"success": True}, [{"leadUpdated": True}], "OK"])
+def test_a_2xx_answer_without_logs_is_judged_from_the_status_and_says_so(
+    router: respx.Router,
+    connector: LaGrowthMachineConnector,
+    caplog: pytest.LogCaptureFixture,
+    answer: object,
 ) -> None:
-    router.get("/campaigns").respond(503)
-    post = router.post("/leads/status")
-    results = connector.apply_updates([update("a", stage=StageKey.WON, contact_email="a@example.com")])
-    assert [(r.ok, r.retryable) for r in results] == [(False, True)]
-    assert not post.called
+    router.post("/leads/status").respond(200, json=answer)
+    with caplog.at_level(logging.INFO, logger="connectors.lagrowthmachine"):
+        [result] = connector.apply_updates([update("a", stage=StageKey.WON, contact_email="a@example.com")])
+    assert result.ok and result.updated_at == NOW
+    assert any("judged from the HTTP status alone" in r.getMessage() for r in caplog.records)
     assert connector.apply_updates([]) == []
 
 
@@ -481,7 +545,41 @@ def test_verify_webhook_without_a_configured_secret_refuses(mappings: Mappings, 
     conn.close()
 
 
-def test_parse_webhook_reply_and_outgoing(connector: LaGrowthMachineConnector) -> None:
+def test_parse_webhook_published_inbox_message(connector: LaGrowthMachineConnector) -> None:
+    (event,) = connector.parse_webhook((FIXTURES / "webhook_inbox_message.json").read_bytes())
+    assert (event.object_type, event.object_id, event.action, event.handled, event.reason) == (
+        "lead",
+        "65a000000000000000000001",
+        "reply_received",
+        True,
+        None,
+    )
+    # No top-level messageId: the id comes from messages[].
+    assert event.dedupe_key == "lagrowthmachine:message:66c000000000000000000031"
+    assert event.occurred_at == datetime(2024, 6, 1, 10, 0, tzinfo=UTC)
+    assert event.raw == fixture("webhook_inbox_message.json")
+
+
+def test_inbox_message_with_both_directions_is_one_event_per_message(
+    connector: LaGrowthMachineConnector,
+) -> None:
+    body = fixture("webhook_inbox_message.json")
+    sent = {"id": "66c0a", "content": "Great", "direction": "OUTGOING", "createdAt": 1717236300000}
+    body["messages"] = [*body["messages"], sent]
+    reply, outgoing = connector.parse_webhook(json.dumps(body).encode())
+    assert (reply.action, reply.handled) == ("reply_received", True)
+    assert (outgoing.action, outgoing.handled, outgoing.dedupe_key) == (
+        "message_sent",
+        False,
+        "lagrowthmachine:message:66c0a",
+    )
+    assert "outgoing" in (outgoing.reason or "")
+    # Each event's raw is the body narrowed to its own message, so it translates on its own.
+    assert reply.raw["messages"] == [fixture("webhook_inbox_message.json")["messages"][0]]
+    assert outgoing.raw["messages"] == [sent] and outgoing.raw["lead"] == body["lead"]
+
+
+def test_parse_webhook_flat_reply_and_outgoing(connector: LaGrowthMachineConnector) -> None:
     reply = (FIXTURES / "webhook_reply.json").read_bytes()
     outgoing = fixture("webhook_outgoing.json")
     (event,) = connector.parse_webhook(reply)
@@ -510,27 +608,51 @@ def test_parse_webhook_reply_and_outgoing(connector: LaGrowthMachineConnector) -
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "reason", "raw"),
     [
-        (b"{not json", "not valid JSON"),
-        (b"\xff\xfe", "not valid JSON"),
-        (b"[]", "empty list"),
-        (b'"text"', r"event\[0\]: expected a JSON object"),
-        (b'{"leadId": "l1", "createdAt": 1}', r"event\[0\]: missing messageId"),
-        (b'{"messageId": "m1", "createdAt": 1}', r"event\[0\]: missing leadId"),
-        (b'{"messageId": "m1", "leadId": "l1"}', r"event\[0\]: missing createdAt"),
-        (b'{"messageId": true, "leadId": "l1", "createdAt": 1}', r"event\[0\]\.messageId: expected an id"),
-        (b'{"messageId": "m1", "leadId": "l1", "createdAt": "yesterday"}', "not an ISO 8601"),
-        (b'[{"messageId": "m1", "leadId": "l1", "createdAt": 1}, 3]', r"event\[1\]: expected a JSON object"),
+        (b"{not json", "not valid JSON", {"body": "{not json"}),
+        (b"\xff\xfe", "not valid JSON", {"body": "\ufffd\ufffd"}),
+        (b"[]", "empty list", {"body": "[]"}),
+        (b'"text"', r"event\[0\]: expected a JSON object", {"body": '"text"'}),
+        (b'{"leadId": "l1", "createdAt": 1}', "unrecognised shape", {"leadId": "l1", "createdAt": 1}),
+        (b'{"type": "LEAD_EVENT"}', "unrecognised type 'LEAD_EVENT'", {"type": "LEAD_EVENT"}),
+        (b'{"messageId": "m1", "createdAt": 1}', r"event\[0\]: no lead id", None),
+        (b'{"messageId": "m1", "leadId": "l1"}', r"event\[0\]: no createdAt", None),
+        (b'{"messageId": true, "leadId": "l1", "createdAt": 1}', r"event\[0\]\.id: expected an id", None),
+        (b'{"messageId": "m1", "leadId": "l1", "createdAt": "yesterday"}', "not an ISO 8601", None),
+        (b'{"type": "INBOX_MESSAGE", "lead": {"id": "l1"}, "messages": []}', "messages\\[\\] is empty", None),
+        (
+            b'{"type": "INBOX_MESSAGE", "messages": [{"id": "m1", "direction": "INCOMING", "createdAt": 1}]}',
+            r"messages\[0\]: no lead id",
+            None,
+        ),
     ],
 )
-def test_parse_webhook_rejects_malformed_bodies(
-    connector: LaGrowthMachineConnector, body: bytes, message: str
+def test_an_unrecognised_delivery_is_kept_unhandled_never_refused(
+    connector: LaGrowthMachineConnector, body: bytes, reason: str, raw: dict[str, Any] | None
 ) -> None:
-    with pytest.raises(PayloadError, match=message) as info:
-        connector.parse_webhook(body)
-    assert info.value.status == 400
-    assert str(info.value).startswith("lagrowthmachine: ")
+    (event,) = connector.parse_webhook(body)
+    assert (event.handled, event.action, event.source) == (False, "unrecognised", "lagrowthmachine")
+    assert event.reason is not None and event.reason.startswith("lagrowthmachine: ")
+    assert re.search(reason, event.reason), event.reason
+    assert event.raw == (raw if raw is not None else json.loads(body))
+    assert event.occurred_at == NOW
+    # The same body is the same dead letter on redelivery.
+    (again,) = connector.parse_webhook(body)
+    assert again.dedupe_key == event.dedupe_key and event.dedupe_key.startswith(
+        "lagrowthmachine:unrecognised:"
+    )
+
+
+def test_a_list_keeps_its_good_events_beside_the_unrecognised_one(
+    connector: LaGrowthMachineConnector,
+) -> None:
+    good, bad = connector.parse_webhook(
+        b'[{"messageId": "m1", "leadId": "l1", "createdAt": 1, "received": true}, 3]'
+    )
+    assert (good.handled, good.action) == (True, "reply_received")
+    assert (bad.handled, bad.action, bad.raw) == (False, "unrecognised", {"body": "3"})
+    assert "event[1]" in (bad.reason or "")
 
 
 # -- pure translation ---------------------------------------------------------------------------
@@ -551,6 +673,21 @@ def test_reply_translation_from_the_webhook_payload(mappings: Mappings) -> None:
         reply_to_canonical(fixture("webhook_outgoing.json"), mappings)
 
 
+def test_reply_translation_from_the_published_inbox_message(mappings: Mappings) -> None:
+    # The published body names the lead by id, LinkedIn URL and e-mail only: no name, no campaign.
+    record = reply_to_canonical(fixture("webhook_inbox_message.json"), mappings)
+    assert (record.external_id, record.contact_email, record.linkedin_url) == (
+        "65a000000000000000000001",
+        "ava@example.com",
+        "https://www.linkedin.com/in/ava-chen",
+    )
+    assert (record.title, record.pipeline_id, record.source_stage) == (None, None, "REPLIED")
+    assert record.replied_at == datetime(2024, 6, 1, 10, 0, tzinfo=UTC) == record.updated_at
+    outgoing = {**fixture("webhook_inbox_message.json"), "messages": [{"id": "x", "direction": "OUTGOING"}]}
+    with pytest.raises(PermanentError, match="not a reply"):
+        reply_to_canonical(outgoing, mappings)
+
+
 def test_lead_translation_needs_an_observation_time(mappings: Mappings) -> None:
     row = fixture("statsleads_other.json")["leads"][0]
     with pytest.raises(PermanentError, match="observed_at"):
@@ -561,16 +698,17 @@ def test_lead_translation_needs_an_observation_time(mappings: Mappings) -> None:
 
 
 def test_from_canonical_builds_the_documented_fields(mappings: Mappings) -> None:
-    form = from_canonical(
-        update("k", stage=StageKey.MEETING, contact_email="ava@example.com"), mappings, campaigns=["A", "B"]
-    )
-    assert form == {"status": "CALL_BOOKED", "proEmail": "ava@example.com", "campaign[]": ["A", "B"]}
+    meeting = update("k", stage=StageKey.MEETING, contact_email="ava@example.com")
+    assert from_canonical(meeting, mappings) == {
+        "status": "CALL_BOOKED",
+        "proEmail": "ava@example.com",
+        "campaign": "all",
+    }
+    assert from_canonical(meeting, mappings, campaigns=["A", "B"])["campaign"] == ["A", "B"]
     with pytest.raises(PermanentError, match="no campaign"):
         from_canonical(update("k", stage=StageKey.WON, contact_email="a@example.com"), mappings, campaigns=[])
     with pytest.raises(PermanentError, match="only a stage"):
-        from_canonical(
-            update("k", status="deleted", contact_email="a@example.com"), mappings, campaigns=["A"]
-        )
+        from_canonical(update("k", status="deleted", contact_email="a@example.com"), mappings)
 
 
 # -- construction -------------------------------------------------------------------------------
@@ -583,7 +721,6 @@ def test_from_settings_builds_a_connector_or_says_what_is_missing(
         from_settings(Settings(), mappings)
     settings = Settings(lagrowthmachine=LaGrowthMachineSettings(api_key=SecretStr(KEY)))
     conn = from_settings(settings, mappings, transport=httpx.MockTransport(router.handler))
-    assert isinstance(conn, Connector)
     assert conn.name == "lagrowthmachine"
     assert conn.rate_limit == (50, 10.0)
     stages = conn.list_stages()

@@ -358,8 +358,11 @@ def test_lgm_pulls_statuses_and_replies_then_resumes_with_later_replies_only(
     assert {r.external_id for r in statuses} == {lead for _, lead in box.memberships}
     assert all(r.stage is not None for r in statuses), [r.unmapped for r in statuses if r.stage is None]
 
+    searched = box.calls.by_path_status[("/flow/conversations/search", 200)]
     pages = list(lg.pull_changes("replies", None))
     replies = [r for p in pages for r in p.records]
+    # Polled through the vendor's path, one call a page.
+    assert box.calls.by_path_status[("/flow/conversations/search", 200)] - searched == len(pages)
     cursor = pages[-1].cursor
     assert len(replies) == len(_inbound(sandbox))
     assert {r.external_id for r in replies} == set(sandbox.summary.replied_lead_ids)
@@ -374,8 +377,8 @@ def test_lgm_pulls_statuses_and_replies_then_resumes_with_later_replies_only(
     later, _ = _pull(lg, "replies", cursor)
 
     # Then both new replies come back, and nothing older than the last page already pulled: the
-    # search answers ``searchAfter: null`` on its last page, so the saved cursor is the token that
-    # led to that page and resuming re-reads it (duplicates, never a loss; see the report).
+    # conversation search (``GET /conversations/search``, sorted by ``lastMessageAt`` ascending) moves
+    # a conversation that changes past the saved ``nextToken``, so only what changed since comes back.
     new = [r for r in later if r.external_id in quiet]
     assert sorted(r.external_id for r in new) == sorted(quiet)
     old = {(r.external_id, r.replied_at) for r in later if r.external_id not in quiet}

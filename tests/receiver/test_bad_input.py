@@ -58,12 +58,22 @@ def test_pipedrive_bad_bodies_are_400(harness: Harness, body: bytes, detail: str
 
 
 @pytest.mark.parametrize(
-    ("body", "detail"), [(b"[]", "empty"), (b'{"leadId": 1}', "messageId"), (b"{", "JSON")]
+    ("body", "reason"), [(b"[]", "empty"), (b'{"leadId": 1}', "unrecognised shape"), (b"{", "JSON")]
 )
-def test_lagrowthmachine_bad_bodies_are_400(harness: Harness, body: bytes, detail: str) -> None:
+def test_lagrowthmachine_unrecognised_bodies_are_kept_and_answered_2xx(
+    harness: Harness, body: bytes, reason: str
+) -> None:
+    # LaGrowthMachine does not document its webhook body and disables a webhook that keeps failing:
+    # an authenticated body it cannot read is stored with its reason and listed as a dead letter.
     response = harness.client.post(f"/webhooks/lagrowthmachine?token={LGM_SECRET}", content=body)
-    assert response.status_code == 400, response.text
-    assert detail in response.json()["detail"]
+    assert response.status_code == 200, response.text
+    assert response.json()["unhandled"] == 1
+    (letter,) = harness.store.list_dead_letters()
+    assert letter.queue == "webhooks" and letter.error_class == "UnrecognisedWebhook"
+    assert reason in letter.reason and letter.payload["source"] == "lagrowthmachine"
+    # The body itself is kept: as the object it is, or as its text.
+    kept = letter.payload["body"]
+    assert kept == (json.loads(body) if body.startswith(b'{"') else {"body": body.decode()})
 
 
 def test_bad_signature_is_checked_before_the_body_is_parsed(harness: Harness) -> None:

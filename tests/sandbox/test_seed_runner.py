@@ -119,7 +119,7 @@ def test_runner_env_points_at_live_servers(running: RunningSandbox, monkeypatch:
         str(settings.lagrowthmachine.base_url).rstrip("/") + "/campaigns",
         params={"apikey": settings.lagrowthmachine.api_key.get_secret_value()},  # type: ignore[union-attr]
     )
-    assert lgm.status_code == 200 and len(lgm.json()) == 3
+    assert lgm.status_code == 200 and len(lgm.json()["campaigns"]) == 3
     unauthorised = httpx.get(str(settings.pipedrive.base_url).rstrip("/") + "/api/v2/deals")
     assert unauthorised.status_code == 401
     assert running.credentials.pipedrive_api_token not in repr(running)

@@ -215,11 +215,9 @@ class PipedriveConnector:
             raise ConfigError(f"pipedrive: unknown stream {stream!r}; expected one of {', '.join(STREAMS)}")
         path, extra = STREAMS[stream]
         base: dict[str, Any] = {**extra, "sort_by": "update_time", "sort_direction": "asc"}
-        since, seen = _split_cursor(cursor)
-        if since:
-            base["updated_since"] = since
-        start = parse_time(since, "cursor") if since else None
-        newest, at_newest = start, set(seen)
+        if cursor:
+            base["updated_since"] = cursor
+        newest = parse_time(cursor, "cursor") if cursor else None
         page_cursor: str | None = None
         refreshed = False
         while True:
@@ -235,18 +233,16 @@ class PipedriveConnector:
             if unknown and not refreshed:
                 stages, refreshed = self._stage_index(refresh=True), True
             emails = self._emails(deals)
-            translated = (to_canonical(d, self._mappings, stages=stages, person_emails=emails) for d in deals)
-            # updated_since is inclusive: the records already seen at the cursor's second are not new.
-            records = tuple(r for r in translated if not (r.updated_at == start and r.external_id in seen))
+            records = tuple(
+                to_canonical(d, self._mappings, stages=stages, person_emails=emails) for d in deals
+            )
             for record in records:
                 if newest is None or record.updated_at > newest:
-                    newest, at_newest = record.updated_at, {record.external_id}
-                elif record.updated_at == newest:
-                    at_newest.add(record.external_id)
+                    newest = record.updated_at
             yield PullPage(
                 stream=stream,
                 records=records,
-                cursor=_join_cursor(format_cursor(newest), at_newest) if newest else cursor,
+                cursor=format_cursor(newest) if newest else cursor,
                 done=page_cursor is None,
             )
             if page_cursor is None:
@@ -410,18 +406,6 @@ def _options(raw: Any) -> dict[str, int]:
         for o in raw
         if isinstance(o, dict) and isinstance(o.get("id"), int) and isinstance(o.get("label"), str)
     }
-
-
-def _split_cursor(cursor: str | None) -> tuple[str | None, frozenset[str]]:
-    """``"<update_time>|<id>,<id>"`` -> the time and the ids already seen at it (plain times too)."""
-    if not cursor:
-        return None, frozenset()
-    since, _, ids = cursor.partition("|")
-    return since, frozenset(i for i in ids.split(",") if i)
-
-
-def _join_cursor(since: str, ids: set[str]) -> str:
-    return f"{since}|{','.join(sorted(ids))}" if ids else since
 
 
 def _path_id(deal_id: str) -> str:

@@ -175,10 +175,8 @@ def test_pull_pages_to_the_end_with_one_persons_call_per_page(
 
     assert [p.done for p in pages] == [False, True]
     assert [r.external_id for p in pages for r in p.records] == ["1", "2", "3"]
-    # Floored to the second, with the ids already seen at it: resuming re-reads that second
-    # (updated_since is inclusive) but does not count those deals again.
-    assert pages[0].cursor == "2024-07-01T12:00:00Z|2"
-    assert pages[1].cursor == "2024-07-02T08:00:00Z|3"
+    assert pages[0].cursor == "2024-07-01T12:00:00Z"  # floored: resuming re-reads, never skips
+    assert pages[1].cursor == "2024-07-02T08:00:00Z"
     first, second = (c.request.url.params for c in deals.calls)
     assert dict(first) == {
         "sort_by": "update_time",
@@ -220,22 +218,6 @@ def test_resumed_cursor_is_kept_when_nothing_newer(
     mock_stages(router)
     pages = list(make().pull_changes("deals", "2024-07-01T12:00:00Z"))
     assert pages[0].cursor == "2024-07-01T12:00:00Z"
-
-
-def test_deals_already_seen_at_the_cursor_second_are_not_new(
-    router: respx.Router, make: Callable[..., PipedriveConnector]
-) -> None:
-    deals = router.get("/api/v2/deals").mock(
-        return_value=httpx.Response(
-            200, json=page([deal(2, "2024-07-01T12:00:00Z"), deal(5, "2024-07-01T12:00:00Z")])
-        )
-    )
-    mock_stages(router)
-    router.get("/api/v2/persons").mock(return_value=httpx.Response(200, json=page([])))
-    pages = list(make().pull_changes("deals", "2024-07-01T12:00:00Z|2"))
-    assert deals.calls[0].request.url.params["updated_since"] == "2024-07-01T12:00:00Z"
-    assert [r.external_id for p in pages for r in p.records] == ["5"]
-    assert pages[-1].cursor == "2024-07-01T12:00:00Z|2,5"
 
 
 def test_deleted_stream_asks_for_status_deleted(

@@ -78,7 +78,7 @@ def test_sandbox_command_prints_env_serves_and_stops_on_sigint() -> None:
             env["SYNC_LAGROWTHMACHINE__BASE_URL"] + "/campaigns",
             params={"apikey": env["SYNC_LAGROWTHMACHINE__API_KEY"]},
         )
-        assert campaigns.status_code == 200 and len(campaigns.json()) == 3
+        assert campaigns.status_code == 200 and len(campaigns.json()["campaigns"]) == 3
     finally:
         process.send_signal(signal.SIGINT)
         try:

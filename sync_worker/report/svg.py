@@ -22,15 +22,15 @@ from sync_worker.report.data import FunnelRow
 from sync_worker.report.deals import StageReach
 
 __all__ = [
-    "REACHED_COLOR",
-    "reach_svg",
     "AGE_COLOR",
     "AGE_OVER_COLOR",
     "CHART_WIDTH",
     "CONVERTED_COLOR",
     "ENTERED_COLOR",
     "LEAKED_COLOR",
+    "REACHED_COLOR",
     "funnel_svg",
+    "reach_svg",
     "stage_age_svg",
 ]
 

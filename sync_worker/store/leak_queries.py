@@ -66,11 +66,11 @@ __all__ = [
     "enqueue_outbox_rows",
     "flagged_records",
     "last_scan_at",
-    "record_scan",
     "mark_flags",
     "open_flag_totals",
     "pending_flags",
     "raise_rule",
+    "record_scan",
 ]
 
 _CHUNK = 2000
@@ -420,7 +420,9 @@ def _diverged(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
 
     def shown(rec: Any) -> ColumnElement[Any]:
         label = _by_stage(rec.c.stage, book.labels)
-        text: ColumnElement[Any] = rec.c.source + _text(": ") + label + _text(" (") + rec.c.status + _text(")")
+        text: ColumnElement[Any] = (
+            rec.c.source + _text(": ") + label + _text(" (") + rec.c.status + _text(")")
+        )
         return text
 
     reason = _text("copies disagree: ") + shown(records) + _text(" vs ") + shown(other)

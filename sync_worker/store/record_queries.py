@@ -29,14 +29,14 @@ __all__ = [
     "deal_key",
     "find_by_email",
     "is_deal_head",
-    "same_deal",
-    "stage_since_across_copies",
     "link",
     "linked",
     "load_history",
     "load_record",
     "normalise_email",
     "record_from_row",
+    "same_deal",
+    "stage_since_across_copies",
     "upsert",
 ]
 

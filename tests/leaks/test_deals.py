@@ -83,7 +83,9 @@ def test_two_copies_of_one_stalled_deal_give_one_flag_two_writes_and_one_alert(
     assert flag.days_in_stage == 50 and flag.since == now - 50 * DAY
     # written back to both copies once, and alerted once
     items = _outbox(store)
-    raises = sorted((target, deserialise_update(p).external_id) for target, key, p in items if ":raise:" in key)
+    raises = sorted(
+        (target, deserialise_update(p).external_id) for target, key, p in items if ":raise:" in key
+    )
     assert raises == [("crm-a", "15000000022"), ("crm-b", "22")]
     alerts = [p for target, _key, p in items if target == "alert"]
     assert len(alerts) == 1
@@ -165,6 +167,8 @@ def test_a_deleted_copy_does_not_diverge_and_a_lone_deal_never_does(
     a = _copy(store, "crm-a", "8", StageKey.MEETING, entered=now - 3 * DAY)
     b = _copy(store, "crm-b", "8", StageKey.NEGOTIATION, entered=now - 2 * DAY)
     store.link_records([a, b])
-    _copy(store, "crm-a", "8", StageKey.MEETING, entered=now - 3 * DAY, updated=now - 2 * DAY, status="deleted")
+    _copy(
+        store, "crm-a", "8", StageKey.MEETING, entered=now - 3 * DAY, updated=now - 2 * DAY, status="deleted"
+    )
     _copy(store, "crm-c", "9", StageKey.PROPOSAL, entered=now - 2 * DAY)
     assert [f.rule for f in scan_leaks(store, model, now=now, diverged_grace=GRACE).raised] == []

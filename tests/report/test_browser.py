@@ -192,7 +192,8 @@ def test_the_full_report_reads_at_desktop_and_phone_widths(
     assert set(styles) == {"normal/normal"}
     # funnel bars in decreasing order, drawn as the DOM says
     bars = browser.evaluate(
-        "[...document.querySelectorAll('rect[data-series=reached]')].map(r => r.getBoundingClientRect().width)"
+        "[...document.querySelectorAll('rect[data-series=reached]')]"
+        ".map(r => r.getBoundingClientRect().width)"
     )
     assert len(bars) == 7 and bars == sorted(bars, reverse=True) and bars[0] > bars[-1]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

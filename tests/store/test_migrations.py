@@ -94,7 +94,8 @@ def test_0003_accepts_retention_and_diverged_and_still_refuses_other_values(db_u
             record = conn.execute(text("SELECT id FROM records WHERE external_id = '1'")).scalar_one()
             conn.execute(
                 text(
-                    "INSERT INTO leak_flags (record_id, rule, stage, raised_at) VALUES (:r, 'diverged', :s, :t)"
+                    "INSERT INTO leak_flags (record_id, rule, stage, raised_at)"
+                    " VALUES (:r, 'diverged', :s, :t)"
                 ),
                 {"r": record, "s": "retention", "t": when},
             )

@@ -65,7 +65,8 @@ def _sqlite_swap(bind: sa.Connection, old: bool) -> None:
         find, put = (after, before) if old else (before, after)
         bind.execute(
             sa.text(
-                "UPDATE sqlite_master SET sql = replace(sql, :find, :put) WHERE type = 'table' AND name = :table"
+                "UPDATE sqlite_master SET sql = replace(sql, :find, :put)"
+                " WHERE type = 'table' AND name = :table"
             ),
             {"find": f"IN ({find})", "put": f"IN ({put})", "table": table},
         )

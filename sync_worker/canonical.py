@@ -1,7 +1,9 @@
 """The canonical model every connector translates to and from.
 
-Stages: nine fixed keys (:class:`StageKey`); admins change their labels, order, probabilities and
-time limits in ``canonical.yaml``, which loads into a frozen :class:`StageModel`.
+Stages: ten fixed keys (:class:`StageKey`); ``canonical.yaml`` defines the stages a team uses (``won``
+and ``lost`` always) with their labels, order, probabilities and time limits, and loads into a frozen
+:class:`StageModel`. Several stages may be of kind won, in order: ``won`` then, say, ``retention`` (a
+post-purchase stage that counts as won and is never flagged dropped).
 
 Records: a deal or lead as one system sees it (:class:`CanonicalRecord`), a push to a target
 (:class:`CanonicalUpdate`) and its outcome (:class:`UpdateResult`), one page of a pull
@@ -40,7 +42,7 @@ __all__ = [
 
 
 class StageKey(StrEnum):
-    """The nine canonical stages; mappings refer to these keys."""
+    """The canonical stage keys; mappings refer to these. ``retention`` is optional (post-purchase)."""
 
     PROSPECT = "prospect"
     CONTACTED = "contacted"
@@ -51,6 +53,7 @@ class StageKey(StrEnum):
     WON = "won"
     LOST = "lost"
     NURTURE = "nurture"
+    RETENTION = "retention"
 
 
 class StageKind(StrEnum):
@@ -101,11 +104,29 @@ class StageModel(BaseModel):
         return old.kind is StageKind.OPEN and new.kind is StageKind.OPEN and new.order < old.order
 
     def is_advance(self, before: StageKey | str, after: StageKey | str) -> bool:
-        """True when ``after`` is later in the open funnel than ``before`` (or closes it as won)."""
+        """True when ``after`` is later in the open funnel than ``before`` (or closes it as won).
+
+        From a won stage only a later won stage is an advance (won -> retention); from lost, nothing.
+        """
         old, new = self.get(before), self.get(after)
-        if old.kind in (StageKind.WON, StageKind.LOST):
+        if old.kind is StageKind.LOST:
             return False
+        if old.kind is StageKind.WON:
+            return new.kind is StageKind.WON and new.order > old.order
         return new.order > old.order
+
+    def has(self, key: StageKey | str) -> bool:
+        """True when the model defines ``key`` (a preset may leave stages out)."""
+        return any(stage.key.value == str(key) for stage in self.stages)
+
+    def label(self, key: StageKey | str | None) -> str:
+        """The stage's label; the key itself when the model does not define it, ``-`` for None."""
+        if key is None:
+            return "-"
+        for stage in self.stages:
+            if stage.key.value == str(key):
+                return stage.label
+        return str(key)
 
 
 RecordKind = Literal["deal", "lead"]
@@ -190,9 +211,13 @@ class PullPage:
 
 @dataclass(frozen=True)
 class LeakFlag:
-    """A leak flag to write back onto a deal in its CRM (``rule`` None clears it)."""
+    """A leak flag to write back onto a deal in its CRM (``rule`` None clears it).
 
-    rule: Literal["stalled", "regressed", "dropped", "unanswered"] | None
+    ``diverged``: the deal's copies sat in different canonical stages or statuses for longer than
+    the grace period; ``reason`` names both values and the systems holding them.
+    """
+
+    rule: Literal["stalled", "regressed", "dropped", "unanswered", "diverged"] | None
     reason: str = ""
     stage: StageKey | None = None
     since: datetime | None = None

@@ -88,15 +88,13 @@ def note_skipped(source: str, reason: str) -> None:
 
 # name -> help of the gauges :func:`sync_worker.leaks.leak_gauges` feeds, labelled rule and stage.
 LEAK_METRICS: Final[Mapping[str, str]] = {
-    "sync_worker_leak_flags_open": "Open leak flags by rule and the stage the deal leaked from.",
-    "sync_worker_leak_amount_at_risk": (
-        "Sum of the amounts of deals with an open leak flag (record currency)."
-    ),
+    "sync_worker_leak_flags_open": "Deals with an open leak flag, by rule, leaked-from stage and currency.",
+    "sync_worker_leak_amount_at_risk": ("Sum of the amounts of deals with an open leak flag, per currency."),
     "sync_worker_leak_weighted_amount_at_risk": (
-        "Sum of amount x stage win probability of deals with an open leak flag (record currency)."
+        "Sum of amount x stage win probability of deals with an open leak flag, per currency."
     ),
 }
-_LEAK_LABELS: Final = ("rule", "stage")
+_LEAK_LABELS: Final = ("rule", "stage", "currency")
 
 
 class _LeakCollector(Collector):

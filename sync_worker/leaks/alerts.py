@@ -29,8 +29,9 @@ alerts are at-most-once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -41,9 +42,10 @@ from sync_worker.errors import ConfigError, PermanentError, TransientError
 from sync_worker.http import ApiClient
 from sync_worker.store import OutboxItem, SyncStore
 from sync_worker.store.leak_queries import FlaggedRecord
+from sync_worker.store.record_queries import DealCopy
 from sync_worker.store.types import as_utc
 
-__all__ = ["ALERT_TARGET", "alert_client", "alert_payload", "push_alerts", "send_alert"]
+__all__ = ["ALERT_TARGET", "alert_client", "alert_payload", "format_money", "push_alerts", "send_alert"]
 
 ALERT_TARGET = "alert"
 _PLACEHOLDER = "https://alert-webhook.invalid"
@@ -54,19 +56,69 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def alert_payload(item: FlaggedRecord, *, stage_label: str | None = None) -> dict[str, Any]:
-    """The Slack message for a newly raised flag: ``{"text": ..., "blocks": [...]}``."""
+def format_money(amount: Decimal | None, currency: str | None) -> str:
+    """``4,500.00 EUR``; an amount without a currency says so (``4,500.00 (no currency)``)."""
+    if amount is None:
+        return "-"
+    text = f"{amount.quantize(Decimal('0.01')):,}"
+    return f"{text} {currency}" if currency else f"{text} (no currency)"
+
+
+def _copy_line(copy: DealCopy, deal_links: Mapping[str, Callable[[str], str | None]]) -> str:
+    link = deal_links.get(copy.source)
+    url = link(copy.external_id) if link is not None else None
+    name = f"{copy.source} {copy.kind} {copy.external_id}"
+    shown = f"<{_escape(url)}|{_escape(name)}>" if url else _escape(name)
+    owner = f" · owner {_escape(copy.owner_id)}" if copy.owner_id else " · no owner"
+    return f"{shown}{owner}"
+
+
+def alert_payload(
+    item: FlaggedRecord,
+    *,
+    stage_label: str | None = None,
+    copies: Sequence[DealCopy] = (),
+    deal_links: Mapping[str, Callable[[str], str | None]] | None = None,
+) -> dict[str, Any]:
+    """The Slack message for a newly raised flag: ``{"text": ..., "blocks": [...]}``.
+
+    One message per deal: ``copies`` (the deal's records, from ``deal_copies``) are listed with a
+    link to each in its CRM (``deal_links``: source -> external id -> URL) and its owner. Amounts
+    print with their currency.
+    """
     flag = item.flag
+    links = deal_links or {}
     name = _escape(item.title or f"{item.kind} {item.external_id}")
     where = _escape(stage_label or (flag.stage.value if flag.stage is not None else "unknown stage"))
-    text = f"Leak: {name} ({item.source}) {flag.rule}: {_escape(flag.reason)}"
+    systems = ", ".join(sorted({copy.source for copy in copies})) or item.source
+    text = f"Leak: {name} ({_escape(systems)}) {flag.rule}: {_escape(flag.reason)}"
     facts = [f"*Rule:* {flag.rule}", f"*Stage:* {where}"]
     if flag.days_in_stage is not None:
         facts.append(f"*Days in stage:* {flag.days_in_stage}")
     if flag.amount is not None:
-        facts.append(f"*Amount:* {flag.amount:.2f}")
+        facts.append(f"*Amount:* {_escape(format_money(flag.amount, item.currency))}")
     if flag.weighted_amount is not None:
-        facts.append(f"*Weighted at risk:* {flag.weighted_amount:.2f}")
+        facts.append(f"*Weighted at risk:* {_escape(format_money(flag.weighted_amount, item.currency))}")
+    owners = sorted({copy.owner_id for copy in copies if copy.owner_id is not None})
+    if not owners and item.owner_id is not None:
+        owners = [item.owner_id]
+    facts.append(f"*Owner:* {_escape(', '.join(owners)) or 'none'}")
+    shown_copies = copies or (
+        DealCopy(
+            flag.record_id,
+            item.source,
+            item.kind,
+            item.external_id,
+            item.title,
+            item.owner_id,
+            None,
+            "open",
+            None,
+            item.currency,
+            False,
+        ),
+    )
+    lines = "\n".join(_copy_line(copy, links) for copy in shown_copies)
     return {
         "text": text,
         "blocks": [
@@ -75,6 +127,7 @@ def alert_payload(item: FlaggedRecord, *, stage_label: str | None = None) -> dic
                 "text": {"type": "mrkdwn", "text": f"*Leaked deal:* {name}\n{_escape(flag.reason)}"},
             },
             {"type": "section", "fields": [{"type": "mrkdwn", "text": fact} for fact in facts]},
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Copies:*\n{lines}"}},
             {
                 "type": "context",
                 "elements": [

@@ -14,6 +14,12 @@ regressions.
   by a full pull of its source.
 - **unanswered**: a lead replied in the outreach tool and no linked deal moved within
   ``reply_sla_days``.
+- **diverged**: the copies of one deal (its linked records in several CRMs) sit in different
+  canonical stages or statuses for longer than a grace period (default
+  :data:`DEFAULT_DIVERGED_GRACE`; the runtime passes one poll interval plus the push time).
+
+The deal is the unit: the first four deal rules judge each deal by its newest copy, one flag per
+deal, written back to every copy (:mod:`sync_worker.leaks.scan`).
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from decimal import Decimal
 from sync_worker.canonical import LeakFlag, StageKey, StageKind, StageModel
 from sync_worker.store.models import FlagRule, StoredFlag
 
-__all__ = ["RULES", "RuleBook", "clear_flag", "leak_flag"]
+__all__ = ["DEFAULT_DIVERGED_GRACE", "RULES", "RuleBook", "clear_flag", "leak_flag"]
 
-RULES: tuple[FlagRule, ...] = ("stalled", "regressed", "dropped", "unanswered")
+RULES: tuple[FlagRule, ...] = ("stalled", "regressed", "dropped", "unanswered", "diverged")
+DEFAULT_DIVERGED_GRACE = timedelta(minutes=15)
+"""How long copies of a deal may disagree before ``diverged``, when the caller gives no grace."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +50,10 @@ class RuleBook:
     lost_stages: tuple[str, ...]
     regressions: tuple[tuple[str, str], ...]
     reply_sla_days: int
+    diverged_grace: timedelta = DEFAULT_DIVERGED_GRACE
 
     @classmethod
-    def from_model(cls, model: StageModel) -> RuleBook:
+    def from_model(cls, model: StageModel, *, diverged_grace: timedelta | None = None) -> RuleBook:
         stages = model.ordered()
         opened = tuple(s.key.value for s in stages if s.kind is StageKind.OPEN)
         return cls(
@@ -58,7 +67,12 @@ class RuleBook:
                 (before, after) for before in opened for after in opened if model.is_regression(before, after)
             ),
             reply_sla_days=model.reply_sla_days,
+            diverged_grace=diverged_grace if diverged_grace is not None else DEFAULT_DIVERGED_GRACE,
         )
+
+    def diverged_cutoff(self, now: datetime) -> datetime:
+        """Copies that disagree since before this instant have diverged."""
+        return now - self.diverged_grace
 
     def stall_cutoffs(self, now: datetime) -> dict[str, datetime]:
         """Per open stage with a limit: a deal that entered it before this instant is stalled."""

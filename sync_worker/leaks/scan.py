@@ -1,30 +1,34 @@
 """The leak scan: raise and clear flags in the database, queue write-backs and alerts.
 
+The deal is the unit: the linked records of one opportunity across CRMs are its copies. The deal
+rules judge a deal by its newest copy and keep one open flag per deal and rule
+(:mod:`sync_worker.store.leak_queries`); leads are judged one record at a time.
+
 :func:`scan_leaks` is the service function the scheduler's actor calls. In ONE transaction it
-evaluates each rule as set-based SQL (:mod:`sync_worker.store.leak_queries`): first it clears the
-open flags whose record no longer leaks the same way (the deal moved on, was won, reopened, seen
-again, or a linked deal moved), then it raises flags on newly leaking records (``INSERT ... SELECT
-... ON CONFLICT DO NOTHING`` on the partial unique index of open flags, so a flag is raised once).
-Then, still in that transaction, it queues for the engine's push step:
+evaluates each rule as set-based SQL: first it clears the open flags whose deal no longer leaks
+the same way (the deal moved on, was won, reopened, seen again, its copies agree again, or a linked
+deal moved), then it raises flags on newly leaking deals (``INSERT ... SELECT ... ON CONFLICT DO
+NOTHING``, skipping deals already flagged on another copy). Then, still in that transaction, it
+queues for the engine's push step:
 
-- one outbox item per newly raised flag for the system the record lives in (target = the record's
-  source; payload = a serialised :class:`~sync_worker.canonical.CanonicalUpdate` carrying a
-  :class:`~sync_worker.canonical.LeakFlag`; key ``leak:<flag id>:raise``), stamping the flag's
-  ``written_to_crm_at``;
-- one per cleared flag that had been written back (``LeakFlag(rule=None)``, key
-  ``leak:<flag id>:clear``);
-- when ``alerts`` is on, one alert per new flag (target ``alert``, a Slack-compatible message, key
-  ``leak:<flag id>:alert``), stamping ``alerted_at``.
+- one outbox item per newly raised flag and COPY of its deal, for the system the copy lives in
+  (payload = a serialised :class:`~sync_worker.canonical.CanonicalUpdate` carrying a
+  :class:`~sync_worker.canonical.LeakFlag`; key ``leak:<flag id>:raise:<record id>``), stamping
+  the flag's ``written_to_crm_at``;
+- one per cleared flag that had been written back and copy of its deal (``LeakFlag(rule=None)``,
+  key ``leak:<flag id>:clear:<record id>``);
+- when ``alerts`` is on, ONE alert per new flag (target ``alert``, a Slack-compatible message naming
+  every copy with its link and owner, key ``leak:<flag id>:alert``), stamping ``alerted_at``;
 
-A crash anywhere rolls all of it back, so flags, their write-backs and their alerts never diverge.
-Outbox keys are unique, so nothing is queued twice.
+and records the scan's time (:func:`last_scan_at`). A crash anywhere rolls all of it back, so flags,
+their write-backs and their alerts never diverge. Outbox keys are unique: nothing is queued twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sync_worker.canonical import CanonicalUpdate, StageModel
@@ -35,9 +39,13 @@ from sync_worker.store import SyncStore
 from sync_worker.store import leak_queries as _q
 from sync_worker.store.base import dump_json
 from sync_worker.store.models import FlagRule, StoredFlag
+from sync_worker.store.record_queries import DealCopy, deal_copies
 from sync_worker.store.types import as_utc
 
-__all__ = ["ORIGIN", "ScanResult", "leak_gauges", "scan_leaks"]
+__all__ = ["ORIGIN", "DealLinks", "ScanResult", "last_scan_at", "leak_gauges", "scan_leaks"]
+
+DealLinks = Mapping[str, Callable[[str], str | None]]
+"""source -> (external id -> the deal's URL in that system, or None); filled from the connector specs."""
 
 ORIGIN = "leak-scan"
 
@@ -56,12 +64,12 @@ class ScanResult:
     alerts: int = 0
 
 
-def _update(item: _q.FlaggedRecord, action: str) -> dict[str, Any]:
+def _update(item: _q.FlaggedRecord, copy: DealCopy, action: str) -> dict[str, Any]:
     update = CanonicalUpdate(
-        target=item.source,
-        idempotency_key=f"leak:{item.flag.id}:{action}",
+        target=copy.source,
+        idempotency_key=f"leak:{item.flag.id}:{action}:{copy.record_id}",
         origin=ORIGIN,
-        external_id=item.external_id,
+        external_id=copy.external_id,
         kind=item.kind,
         flag=leak_flag(item.flag) if action == "raise" else clear_flag(),
     )
@@ -79,16 +87,21 @@ def scan_leaks(
     now: datetime,
     full_pull_started: Mapping[str, datetime] | None = None,
     alerts: bool = True,
+    diverged_grace: timedelta | None = None,
+    deal_links: DealLinks | None = None,
 ) -> ScanResult:
     """Evaluate every rule at ``now``; see the module docstring for what is written.
 
     ``full_pull_started`` maps a source to the start of its last COMPLETE full pull: its open deals
     not seen since then are dropped. A source left out keeps its vanished flags as they are.
     ``alerts`` is whether an alert webhook is configured (``settings.alerts.webhook_url``).
+    ``diverged_grace``: how long copies may disagree before ``diverged`` (one poll interval plus
+    the push time; default :data:`~sync_worker.leaks.rules.DEFAULT_DIVERGED_GRACE`).
+    ``deal_links`` gives each copy's URL in the alerts (source -> external id -> URL).
     """
     when = as_utc(now)
     pulls = {source: as_utc(started) for source, started in (full_pull_started or {}).items()}
-    book = RuleBook.from_model(model)
+    book = RuleBook.from_model(model, diverged_grace=diverged_grace)
     with store._write() as conn:
         dialect = conn.dialect.name
         cleared_ids: list[int] = []
@@ -96,26 +109,32 @@ def scan_leaks(
         for rule in RULES:
             branches = _q.branches_for(rule, book, now=when, dialect=dialect, full_pull_started=pulls)
             cleared_ids += _q.clear_rule(conn, rule, branches, now=when)
-            raised_ids += _q.raise_rule(conn, branches)
+            raised_ids += _q.raise_rule(conn, branches, rule)
 
-        cleared = _q.flagged_records(conn, cleared_ids)
-        rows = [_update(item, "clear") for item in cleared if item.flag.written_to_crm_at is not None]
+        cleared = [item for item in _q.flagged_records(conn, cleared_ids) if item.flag.written_to_crm_at]
         to_write = _q.pending_flags(conn, "written_to_crm_at")
-        rows += [_update(item, "raise") for item in to_write]
+        to_alert = _q.pending_flags(conn, "alerted_at") if alerts else []
+        copies = deal_copies(conn, [item.flag.record_id for item in (*cleared, *to_write, *to_alert)])
+        rows = _writes(cleared, copies, "clear") + _writes(to_write, copies, "raise")
         _q.mark_flags(conn, [item.flag.id for item in to_write], "written_to_crm_at", at=when)
-        to_alert: list[_q.FlaggedRecord] = []
-        if alerts:
-            to_alert = _q.pending_flags(conn, "alerted_at")
-            rows += [
-                {
-                    "target": ALERT_TARGET,
-                    "idempotency_key": f"leak:{item.flag.id}:alert",
-                    "payload": dump_json(alert_payload(item, stage_label=_label(book, item.flag))),
-                }
-                for item in to_alert
-            ]
-            _q.mark_flags(conn, [item.flag.id for item in to_alert], "alerted_at", at=when)
+        rows += [
+            {
+                "target": ALERT_TARGET,
+                "idempotency_key": f"leak:{item.flag.id}:alert",
+                "payload": dump_json(
+                    alert_payload(
+                        item,
+                        stage_label=_label(book, item.flag),
+                        copies=copies.get(item.flag.record_id, ()),
+                        deal_links=deal_links or {},
+                    )
+                ),
+            }
+            for item in to_alert
+        ]
+        _q.mark_flags(conn, [item.flag.id for item in to_alert], "alerted_at", at=when)
         _q.enqueue_outbox_rows(conn, rows, now=when)
+        _q.record_scan(conn, now=when)
 
         new = set(raised_ids)
         raised = tuple(item.flag for item in to_write if item.flag.id in new)
@@ -133,22 +152,45 @@ def scan_leaks(
     )
 
 
+def _writes(
+    items: Sequence[_q.FlaggedRecord], copies: Mapping[int, Sequence[DealCopy]], action: str
+) -> list[dict[str, Any]]:
+    """One write-back per flag and copy of its deal (deleted copies have nothing to write to)."""
+    return [
+        _update(item, copy, action)
+        for item in items
+        for copy in copies.get(item.flag.record_id, ())
+        if not copy.deleted and copy.status != "deleted"
+    ]
+
+
+def last_scan_at(store: SyncStore) -> datetime | None:
+    """When the last leak scan finished (None before the first), for the report."""
+    with store._read() as conn:
+        return _q.last_scan_at(conn)
+
+
 def _label(book: RuleBook, flag: StoredFlag) -> str | None:
     return book.labels.get(flag.stage.value) if flag.stage is not None else None
 
 
 def leak_gauges(store: SyncStore) -> list[tuple[str, dict[str, str], float]]:
-    """Prometheus samples ``(metric, labels, value)`` for open flags by rule and stage.
+    """Prometheus samples ``(metric, labels, value)`` for open flags by rule, stage and currency.
 
-    Metrics: ``sync_worker_leak_flags_open`` (count), ``sync_worker_leak_amount_at_risk`` and
-    ``sync_worker_leak_weighted_amount_at_risk`` (sums in record currency, mixed currencies added
-    as numbers). Labels ``rule`` and ``stage`` (``""`` when the flag has no stage).
+    Metrics: ``sync_worker_leak_flags_open`` (deals: one flag per deal and rule),
+    ``sync_worker_leak_amount_at_risk`` and ``sync_worker_leak_weighted_amount_at_risk`` (sums per
+    currency, never across currencies). Labels ``rule``, ``stage`` (``""`` when the flag has no
+    stage) and ``currency`` (the ISO code, ``"none"`` for amounts that carry no currency).
     """
     with store._read() as conn:
         totals = _q.open_flag_totals(conn)
     samples: list[tuple[str, dict[str, str], float]] = []
     for total in totals:
-        labels = {"rule": total.rule, "stage": total.stage.value if total.stage is not None else ""}
+        labels = {
+            "rule": total.rule,
+            "stage": total.stage.value if total.stage is not None else "",
+            "currency": total.currency or "none",
+        }
         samples.append(("sync_worker_leak_flags_open", labels, float(total.count)))
         samples.append(("sync_worker_leak_amount_at_risk", dict(labels), float(total.amount)))
         samples.append(

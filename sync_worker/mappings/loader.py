@@ -39,6 +39,9 @@ __all__ = ["CANONICAL_FILE", "NOT_SOURCE_FILES", "load_mappings", "validate_dire
 CANONICAL_FILE = "canonical.yaml"
 NOT_SOURCE_FILES = frozenset({"canonical", "routes"})
 _CLOSED_KINDS = {StageKey.WON: StageKind.WON, StageKey.LOST: StageKind.LOST}
+# A model defines the stages a team uses; won and lost always. Other stages may be open, hold or
+# won (several won-kind stages in order: won, then a post-purchase stage such as retention).
+_REQUIRED = (StageKey.WON, StageKey.LOST)
 _KEY_FIELDS = {"canonical", "key", "reply"}
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -67,8 +70,9 @@ def validate_directory(directory: Path) -> tuple[Mappings | None, list[MappingIs
         errors.append(MappingIssue(str(canonical_path), None, "(file)", "missing: the canonical stage model"))
     sources: dict[str, SourceIndex] = {}
     source_paths = sorted(p for p in directory.glob("*.yaml") if p.stem not in NOT_SOURCE_FILES)
+    known = frozenset(stage.key for stage in model.stages) if model is not None else None
     for path in source_paths:
-        index = _load_source(path, errors, warnings)
+        index = _load_source(path, errors, warnings, known)
         if index is not None:
             sources[path.stem] = index
     routes_path = directory / ROUTES_FILE
@@ -167,9 +171,11 @@ def _load_canonical(path: Path, errors: list[MappingIssue]) -> StageModel | None
             errors.append(
                 parsed.issue(("stages", i, "kind"), f"stage {stage.key.value!r} must be kind {expected}")
             )
-        if expected is None and stage.kind in (StageKind.WON, StageKind.LOST):
+        if expected is None and stage.kind is StageKind.LOST:
             errors.append(
-                parsed.issue(("stages", i, "kind"), f"stage {stage.key.value!r} must be kind open or hold")
+                parsed.issue(
+                    ("stages", i, "kind"), f"stage {stage.key.value!r} must be kind open, hold or won"
+                )
             )
         if stage.order in orders:
             errors.append(
@@ -180,7 +186,7 @@ def _load_canonical(path: Path, errors: list[MappingIssue]) -> StageModel | None
             )
         else:
             orders[stage.order] = i
-    for key in StageKey:
+    for key in _REQUIRED:
         if key not in seen:
             errors.append(parsed.issue(("stages",), f"canonical stage {key.value!r} is missing"))
     return model if len(errors) == before else None
@@ -214,7 +220,30 @@ class _Duplicates:
         return True
 
 
-def _load_source(path: Path, errors: list[MappingIssue], warnings: list[str]) -> SourceIndex | None:
+def _undefined_keys(
+    parsed: ParsedYaml, mapping: SourceMapping, known: frozenset[StageKey], errors: list[MappingIssue]
+) -> None:
+    """Every canonical key the mapping names must be a stage of ``canonical.yaml``."""
+    named: list[tuple[KeyPath, StageKey]] = [
+        (("statuses", i, "canonical"), entry.canonical) for i, entry in enumerate(mapping.statuses)
+    ]
+    for i, pipeline in enumerate(mapping.pipelines):
+        named += [
+            (("pipelines", i, "stages", j, "canonical"), stage.canonical)
+            for j, stage in enumerate(pipeline.stages)
+        ]
+    if mapping.reply is not None:
+        named.append((("reply",), mapping.reply))
+    for where, key in named:
+        if key not in known:
+            errors.append(
+                parsed.issue(where, f"canonical stage {key.value!r} is not defined in canonical.yaml")
+            )
+
+
+def _load_source(
+    path: Path, errors: list[MappingIssue], warnings: list[str], known: frozenset[StageKey] | None = None
+) -> SourceIndex | None:
     parsed = _read(path, errors)
     if parsed is None:
         return None
@@ -222,6 +251,8 @@ def _load_source(path: Path, errors: list[MappingIssue], warnings: list[str]) ->
     if mapping is None:
         return None
     before = len(errors)
+    if known is not None:
+        _undefined_keys(parsed, mapping, known, errors)
     dupes = _Duplicates(parsed, errors)
     status_candidates: list[_Candidate] = []
     statuses: dict[str, StageKey] = {}
@@ -257,7 +288,7 @@ def _load_source(path: Path, errors: list[MappingIssue], warnings: list[str]) ->
         status_rows=tuple((entry.status, entry.canonical) for entry in mapping.statuses),
         reply=mapping.reply,
     )
-    warnings.extend(_push_warnings(path, index))
+    warnings.extend(_push_warnings(path, index, known))
     return index
 
 
@@ -343,14 +374,14 @@ def _resolve_push(
     return chosen
 
 
-def _push_warnings(path: Path, index: SourceIndex) -> list[str]:
+def _push_warnings(path: Path, index: SourceIndex, defined: frozenset[StageKey] | None) -> list[str]:
     """One warning per pipeline (or per source) naming the canonical stages it cannot show."""
     warnings: list[str] = []
     scopes: list[tuple[str, set[StageKey]]] = [
         (f"pipeline {p.label!r}", set(p.push)) for p in index.pipelines
     ] or [("statuses", set(index.status_push))]
     for scope, known in scopes:
-        missing = [key.value for key in StageKey if key not in known]
+        missing = [key.value for key in StageKey if key not in known and (defined is None or key in defined)]
         if missing:
             warnings.append(
                 f"{path}: {scope}: canonical stages with nothing to push to {index.name}: "

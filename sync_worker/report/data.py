@@ -40,7 +40,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -60,7 +60,21 @@ from sqlalchemy.sql import Subquery
 
 from sync_worker.canonical import Stage, StageKey, StageKind, StageModel
 from sync_worker.errors import StoreUnavailableError
+from sync_worker.report.deals import (
+    DealLinks,
+    DealOutcomes,
+    MoneyTotal,
+    StageReach,
+    copies_of,
+    deal_outcomes,
+    deal_reach,
+    deals_in_period,
+    totals_by_currency,
+    unmapped_deals,
+)
 from sync_worker.store import SyncStore
+from sync_worker.store.leak_queries import last_scan_at
+from sync_worker.store.record_queries import DealCopy, deal_key, is_deal_head
 from sync_worker.store.schema import leak_flags, records, stage_history
 from sync_worker.store.types import UTCDateTime, as_utc
 
@@ -101,7 +115,10 @@ class FunnelRow:
 
 @dataclass(frozen=True)
 class ForecastRow:
-    """Weighted pipeline of one bucket (a stage key, or a ``YYYY-MM`` month / None) in one currency."""
+    """Weighted pipeline of one bucket (a stage key, or a ``YYYY-MM`` month / None) in one currency.
+
+    ``past_due``: a month before the report's month (deals still open after their close date).
+    """
 
     bucket: str | None
     label: str
@@ -109,6 +126,7 @@ class ForecastRow:
     deals: int
     amount: Decimal
     weighted: Decimal
+    past_due: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,27 +147,64 @@ class OpenFlagRow:
     weighted_amount: Decimal | None
     currency: str | None
     raised_at: datetime
+    copies: tuple[tuple[DealCopy, str | None], ...] = ()
+    """The deal's records with the URL of each in its system (drill-down; the flagged one first)."""
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(sorted({copy.owner_id for copy, _url in self.copies if copy.owner_id}))
 
 
 @dataclass(frozen=True)
 class PipelineReport:
-    """Everything ``sync-worker leaks`` shows, computed at ``generated_at``."""
+    """Everything ``sync-worker leaks`` shows, computed at ``generated_at``.
+
+    ``reach`` is the cumulative funnel, ``outcomes`` the won/lost split (both over ``since`` when
+    given); ``weighted_totals``/``open_totals`` the open pipeline per currency; ``open_deals``
+    counts deals (not copies); ``unmapped_deals`` deals whose stage no mapping names;
+    ``last_scan_at`` the last leak scan (None before the first).
+    """
 
     generated_at: datetime
     flags: tuple[OpenFlagRow, ...]
     funnel: tuple[FunnelRow, ...]
     forecast_by_stage: tuple[ForecastRow, ...]
     forecast_by_month: tuple[ForecastRow, ...]
+    reach: tuple[StageReach, ...] = ()
+    outcomes: DealOutcomes = field(default_factory=lambda: DealOutcomes(0, 0, 0, (), ()))
+    weighted_totals: tuple[MoneyTotal, ...] = ()
+    open_totals: tuple[MoneyTotal, ...] = ()
+    open_deals: int = 0
+    unmapped_deals: int = 0
+    last_scan_at: datetime | None = None
+    since: datetime | None = None
 
 
-def build_report(store: SyncStore, model: StageModel, now: datetime) -> PipelineReport:
+def build_report(
+    store: SyncStore,
+    model: StageModel,
+    now: datetime,
+    *,
+    since: datetime | None = None,
+    deal_links: DealLinks | None = None,
+) -> PipelineReport:
     """Query the store once (one read transaction) and compute the report as of ``now``.
 
+    ``since`` limits the cumulative funnel and the won/lost split to a period (the CLI's
+    ``--since``, default 90 days); ``deal_links`` (source -> external id -> URL) links each copy.
     Raises :class:`~sync_worker.errors.StoreUnavailableError` when the database cannot be reached.
     """
     when = as_utc(now)
+    start = as_utc(since) if since is not None else None
     with _reading(store) as conn:
         flags = _open_flags(conn)
+        copies = copies_of(conn, [flag.record_id for flag in flags], deal_links)
+        flags = tuple(_with_copies(flag, copies.get(flag.record_id, ())) for flag in flags)
+        period = deals_in_period(conn, start)
+        reach = deal_reach(conn, model, period)
+        outcomes = deal_outcomes(conn, model, period)
+        unmapped = unmapped_deals(conn)
+        scanned = last_scan_at(conn)
         entered = _count_by_stage(conn, _entered_pairs())
         converted = _count_by_stage(conn, _converted_pairs(model))
         leaked = _count_by_stage(conn, _leaked_pairs(model))
@@ -159,8 +214,26 @@ def build_report(store: SyncStore, model: StageModel, now: datetime) -> Pipeline
     funnel = tuple(
         _funnel_row(stage, entered, converted, leaked, stays, current) for stage in model.ordered()
     )
-    by_stage, by_month = _forecast(model, groups)
-    return PipelineReport(when, flags, funnel, by_stage, by_month)
+    by_stage, by_month = _forecast(model, groups, when)
+    return PipelineReport(
+        when,
+        flags,
+        funnel,
+        by_stage,
+        by_month,
+        reach=reach,
+        outcomes=outcomes,
+        weighted_totals=totals_by_currency((row.currency, row.weighted) for row in by_stage),
+        open_totals=totals_by_currency((row.currency, row.amount) for row in by_stage),
+        open_deals=outcomes.open if period is None else sum(row.in_stage_now for row in funnel),
+        unmapped_deals=unmapped,
+        last_scan_at=scanned,
+        since=start,
+    )
+
+
+def _with_copies(flag: OpenFlagRow, copies: tuple[tuple[DealCopy, str | None], ...]) -> OpenFlagRow:
+    return replace(flag, copies=copies)
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -236,11 +309,11 @@ def _entered_pairs() -> Subquery:
     """Distinct ``(record_id, stage)``: every stage a deal was ever in."""
     h, r = stage_history, records
     from_history = (
-        select(h.c.record_id.label("record_id"), h.c.to_stage.label("stage"))
+        select(deal_key(r).label("record_id"), h.c.to_stage.label("stage"))
         .join(r, r.c.id == h.c.record_id)
         .where(_is_deal())
     )
-    current = select(r.c.id.label("record_id"), r.c.stage.label("stage")).where(
+    current = select(deal_key(r).label("record_id"), r.c.stage.label("stage")).where(
         _is_deal(), r.c.stage.is_not(None)
     )
     return union(from_history, current).subquery("entered")
@@ -274,7 +347,7 @@ def _converted_pairs(model: StageModel) -> Subquery | None:
         return None
     h1, h2, r = stage_history.alias("h1"), stage_history.alias("h2"), records
     return (
-        select(h1.c.record_id.label("record_id"), h1.c.to_stage.label("stage"))
+        select(deal_key(r).label("record_id"), h1.c.to_stage.label("stage"))
         .join(r, r.c.id == h1.c.record_id)
         .join(later, later.c.stage == h1.c.to_stage)
         .join(
@@ -296,17 +369,18 @@ def _leaked_pairs(model: StageModel) -> Subquery:
     lost = [s.key.value for s in model.stages if s.kind is StageKind.LOST]
     in_funnel = [s.key.value for s in model.stages if s.kind in (StageKind.OPEN, StageKind.HOLD)]
     flagged = (
-        select(f.c.record_id.label("record_id"), f.c.stage.label("stage"))
+        select(deal_key(r).label("record_id"), f.c.stage.label("stage"))
         .join(r, r.c.id == f.c.record_id)
         .where(_is_deal(), f.c.stage.is_not(None))
     )
     went_lost = (
-        select(h.c.record_id.label("record_id"), h.c.from_stage.label("stage"))
+        select(deal_key(r).label("record_id"), h.c.from_stage.label("stage"))
         .join(r, r.c.id == h.c.record_id)
         .where(_is_deal(), h.c.from_stage.is_not(None), h.c.to_stage.in_(lost))
     )
-    dropped = select(r.c.id.label("record_id"), r.c.stage.label("stage")).where(
+    dropped = select(deal_key(r).label("record_id"), r.c.stage.label("stage")).where(
         _is_deal(),
+        is_deal_head(r),
         r.c.stage.in_(in_funnel),
         or_(r.c.deleted.is_(True), r.c.status.in_(["lost", "deleted"])),
     )
@@ -343,7 +417,7 @@ def _stay_days(conn: Connection, now: datetime) -> dict[str, list[float]]:
             r.c.source_updated_at,
         )
         .join(r, r.c.id == h.c.record_id)
-        .where(_is_deal())
+        .where(_is_deal(), is_deal_head(r))
     )
     days: dict[str, list[float]] = defaultdict(list)
     for m in (row._mapping for row in conn.execute(stays)):
@@ -360,7 +434,9 @@ def _current_counts(conn: Connection) -> dict[str, int]:
     r = records
     query = (
         select(r.c.stage, func.count())
-        .where(_is_deal(), r.c.stage.is_not(None), r.c.status == "open", r.c.deleted.is_(False))
+        .where(
+            _is_deal(), is_deal_head(r), r.c.stage.is_not(None), r.c.status == "open", r.c.deleted.is_(False)
+        )
         .group_by(r.c.stage)
     )
     return {stage: int(count) for stage, count in conn.execute(query)}
@@ -413,6 +489,7 @@ def _forecast_groups(conn: Connection) -> list[_Group]:
         select(r.c.stage, r.c.currency, r.c.close_date, func.count(), func.sum(r.c.amount))
         .where(
             _is_deal(),
+            is_deal_head(r),
             r.c.status == "open",
             r.c.deleted.is_(False),
             r.c.stage.is_not(None),
@@ -439,7 +516,7 @@ class _Totals:
 
 
 def _forecast(
-    model: StageModel, groups: Sequence[_Group]
+    model: StageModel, groups: Sequence[_Group], now: datetime
 ) -> tuple[tuple[ForecastRow, ...], tuple[ForecastRow, ...]]:
     order = {s.key.value: s.order for s in model.stages}
     labels = {s.key.value: s.label for s in model.stages}
@@ -463,8 +540,15 @@ def _forecast(
             by_stage.items(), key=lambda item: (order[item[0][0]], item[0][1] or "")
         )
     )
+    this_month = now.strftime("%Y-%m")
     month_rows = tuple(
-        _forecast_row(month, month or "no close date", currency, totals)
+        _forecast_row(
+            month,
+            month or "no close date",
+            currency,
+            totals,
+            past_due=month is not None and month < this_month,
+        )
         for (month, currency), totals in sorted(
             by_month.items(), key=lambda item: (item[0][0] is None, item[0][0] or "", item[0][1] or "")
         )
@@ -472,12 +556,15 @@ def _forecast(
     return stage_rows, month_rows
 
 
-def _forecast_row(bucket: str | None, label: str, currency: str | None, totals: _Totals) -> ForecastRow:
+def _forecast_row(
+    bucket: str | None, label: str, currency: str | None, totals: _Totals, *, past_due: bool = False
+) -> ForecastRow:
     return ForecastRow(
         bucket=bucket,
-        label=label,
+        label=f"{label} (past due)" if past_due else label,
         currency=currency,
         deals=totals.deals,
         amount=totals.amount.quantize(_CENT),
         weighted=totals.weighted.quantize(_CENT),
+        past_due=past_due,
     )

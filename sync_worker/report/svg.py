@@ -19,6 +19,7 @@ from html import escape
 
 from sync_worker.canonical import StageKind, StageModel
 from sync_worker.report.data import FunnelRow
+from sync_worker.report.deals import StageReach
 
 __all__ = [
     "AGE_COLOR",
@@ -27,11 +28,14 @@ __all__ = [
     "CONVERTED_COLOR",
     "ENTERED_COLOR",
     "LEAKED_COLOR",
+    "REACHED_COLOR",
     "funnel_svg",
+    "reach_svg",
     "stage_age_svg",
 ]
 
 CHART_WIDTH = 350
+REACHED_COLOR = "#1d4ed8"
 ENTERED_COLOR = "#cbd5e1"
 CONVERTED_COLOR = "#2563eb"
 LEAKED_COLOR = "#dc2626"
@@ -189,6 +193,42 @@ def stage_age_svg(rows: Sequence[FunnelRow], model: StageModel, *, id_prefix: st
         id_prefix,
         legend_y + _LEGEND,
         "Median days deals spend in each stage",
+        "; ".join(summary) + "." if summary else "No stages.",
+        body,
+    )
+
+
+def reach_svg(rows: Sequence[StageReach], *, id_prefix: str = "reach-chart") -> str:
+    """The cumulative funnel: per rung, deals that reached it or a later stage, and the step's conversion.
+
+    Bars share one scale (the first rung), so they never grow downwards; each rect carries
+    ``data-series="reached"`` and ``data-count``.
+    """
+    top = max((row.reached for row in rows), default=0)
+    body: list[str] = []
+    summary: list[str] = []
+    for index, row in enumerate(rows):
+        y = _TOP + index * _ROW
+        key = row.stage.value
+        numbers = f"{row.reached} reached"
+        if row.next_conversion is not None:
+            numbers += f" · {row.next_conversion * 100:.0f}% to next"
+        body.append(_text(0, y + 13, row.label))
+        body.append(_text(CHART_WIDTH, y + 13, numbers, anchor="end", size=12, color=_MUTED_COLOR))
+        body.append(_bar(0, y + 19, CHART_WIDTH, 18, "#f1f5f9", key, "track"))
+        width = _width(row.reached, top)
+        body.append(
+            f'<rect x="0" y="{y + 19}" width="{width}" height="18" fill="{REACHED_COLOR}" '
+            f'data-stage="{escape(key)}" data-series="reached" data-count="{row.reached}"/>'
+        )
+        summary.append(f"{row.label}: {numbers}")
+    height = _TOP + len(rows) * _ROW + 4
+    if top == 0:
+        body.append(_text(CHART_WIDTH / 2, max(height - _ROW / 2, 20), "No deals yet", anchor="middle"))
+    return _svg(
+        id_prefix,
+        max(height, 40),
+        "Funnel: deals that reached each stage or a later one",
         "; ".join(summary) + "." if summary else "No stages.",
         body,
     )

@@ -49,13 +49,15 @@ from sync_worker.canonical import RecordKind, StageKey
 from sync_worker.store.base import dialect_insert
 from sync_worker.store.flags import flag_from_row
 from sync_worker.store.models import FlagRule, StoredFlag
-from sync_worker.store.schema import leak_flags, link_members, outbox, records, stage_history
-from sync_worker.store.types import UTCDateTime
+from sync_worker.store.record_queries import is_deal_head, same_deal, stage_since_across_copies
+from sync_worker.store.schema import cursors, leak_flags, link_members, outbox, records, stage_history
+from sync_worker.store.types import UTCDateTime, as_utc
 
 if TYPE_CHECKING:
     from sync_worker.leaks.rules import RuleBook
 
 __all__ = [
+    "SCAN_CURSOR",
     "Branch",
     "FlagTotal",
     "FlaggedRecord",
@@ -63,13 +65,17 @@ __all__ = [
     "clear_rule",
     "enqueue_outbox_rows",
     "flagged_records",
+    "last_scan_at",
     "mark_flags",
     "open_flag_totals",
     "pending_flags",
     "raise_rule",
+    "record_scan",
 ]
 
 _CHUNK = 2000
+SCAN_CURSOR = ("leak-scan", "finished")
+"""The ``cursors`` row (source, stream) holding the time of the last finished scan."""
 _FLAG_COLUMNS = (
     "record_id",
     "rule",
@@ -88,12 +94,15 @@ class Branch:
     """One way a rule matches: a select of flag columns plus what identifies the leak.
 
     ``stage``/``since`` are the expressions an open flag must still equal for its leak to persist
-    (``stage`` None when the rule ignores it).
+    (None when the rule ignores it). ``deal``: the rule judges deals (the match is the deal's head
+    copy, a flag on any copy of the deal is the deal's flag, and ``since`` is only compared while
+    the head is the copy the flag sits on); False for leads, judged one record at a time.
     """
 
     query: Select[Any]
     stage: ColumnElement[Any] | None
-    since: ColumnElement[Any]
+    since: ColumnElement[Any] | None
+    deal: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,17 +114,23 @@ class FlaggedRecord:
     kind: RecordKind
     external_id: str
     title: str | None
+    currency: str | None = None
+    owner_id: str | None = None
 
 
 @dataclass(frozen=True)
 class FlagTotal:
-    """Open flags of one rule and stage: how many, and the amounts at risk."""
+    """Open flags (one per deal) of one rule, stage and currency: how many, and the amounts at risk.
+
+    ``currency`` None: the deals' amounts carry no currency (never added into another currency).
+    """
 
     rule: FlagRule
     stage: StageKey | None
     count: int
     amount: Decimal
     weighted_amount: Decimal
+    currency: str | None = None
 
 
 # -- expressions -----------------------------------------------------------------------------------
@@ -184,7 +199,7 @@ def _stalled(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
     cutoffs = book.stall_cutoffs(now)
     if not cutoffs:
         return []
-    since = records.c.stage_entered_at
+    since = stage_since_across_copies(records)
     query = select(
         *_columns(
             rule="stalled",
@@ -197,6 +212,7 @@ def _stalled(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
         )
     ).where(
         _open_deal(),
+        is_deal_head(records),
         or_(*(and_(records.c.stage == key, since < cutoff) for key, cutoff in cutoffs.items())),
     )
     return [Branch(query, records.c.stage, since)]
@@ -246,7 +262,7 @@ def _regressed(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
     reasons = {k: f"moved back from {book.label(k)} to an earlier stage" for k in book.open_stages}
     query, move, since = _entered_from(book, now, dialect, "regressed", reasons)
     pairs = or_(*(and_(move.c.from_stage == a, move.c.to_stage == b) for a, b in book.regressions))
-    return [Branch(query.where(_open_deal(), pairs), move.c.from_stage, since)]
+    return [Branch(query.where(_open_deal(), is_deal_head(records), pairs), move.c.from_stage, since)]
 
 
 def _dropped(
@@ -261,6 +277,7 @@ def _dropped(
             Branch(
                 query.where(
                     records.c.kind == "deal",
+                    is_deal_head(records),
                     records.c.stage.in_(book.lost_stages),
                     move.c.from_stage.in_(live),
                 ),
@@ -312,7 +329,12 @@ def _dropped(
             book=book,
             now=now,
         )
-    ).where(records.c.kind == "deal", records.c.stage.in_(live), or_(deleted, lost, vanished))
+    ).where(
+        records.c.kind == "deal",
+        is_deal_head(records),
+        records.c.stage.in_(live),
+        or_(deleted, lost, vanished),
+    )
     branches.append(Branch(query, records.c.stage, since))
     return branches
 
@@ -351,7 +373,93 @@ def _unanswered(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
         ~moved,
     )
     # A lead's stage may move on in the outreach tool while the reply stays unanswered.
-    return [Branch(query, None, since)]
+    return [Branch(query, None, since, deal=False)]
+
+
+def _diverged(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
+    """Heads whose live copies disagree on stage or status since longer than the grace period.
+
+    The divergence started at the copies' latest stage entry (the move the others did not follow).
+    The reason names the head's value and that of the first disagreeing copy, with their systems.
+    """
+    me, them = link_members.alias("div_me"), link_members.alias("div_them")
+    other = records.alias("div_other")
+    live = and_(other.c.deleted.is_(false()), other.c.status != "deleted")
+
+    def disagrees(copy: Any) -> ColumnElement[bool]:
+        return or_(copy.c.stage != records.c.stage, copy.c.status != records.c.status)
+
+    lower = records.alias("div_lower")
+    me2, them2 = link_members.alias("div_me2"), link_members.alias("div_them2")
+    first_other = ~(
+        select(lower.c.id)
+        .select_from(
+            me2.join(them2, them2.c.group_id == me2.c.group_id).join(lower, lower.c.id == them2.c.record_id)
+        )
+        .where(
+            me2.c.record_id == records.c.id,
+            lower.c.kind == "deal",
+            lower.c.id != records.c.id,
+            lower.c.id < other.c.id,
+            lower.c.deleted.is_(false()),
+            lower.c.status != "deleted",
+            disagrees(lower),
+        )
+        .exists()
+    )
+    copy = records.alias("div_copy")
+    me3, them3 = link_members.alias("div_me3"), link_members.alias("div_them3")
+    since = (
+        select(func.max(copy.c.stage_entered_at))
+        .select_from(
+            me3.join(them3, them3.c.group_id == me3.c.group_id).join(copy, copy.c.id == them3.c.record_id)
+        )
+        .where(me3.c.record_id == records.c.id, copy.c.kind == "deal", copy.c.deleted.is_(false()))
+        .scalar_subquery()
+    )
+
+    def shown(rec: Any) -> ColumnElement[Any]:
+        label = _by_stage(rec.c.stage, book.labels)
+        text: ColumnElement[Any] = (
+            rec.c.source + _text(": ") + label + _text(" (") + rec.c.status + _text(")")
+        )
+        return text
+
+    reason = _text("copies disagree: ") + shown(records) + _text(" vs ") + shown(other)
+    query = (
+        select(
+            *_columns(
+                rule="diverged",
+                reason=reason,
+                stage=records.c.stage,
+                since=since,
+                days=_days(dialect, since, _when(now)),
+                book=book,
+                now=now,
+            )
+        )
+        .select_from(
+            records.join(me, me.c.record_id == records.c.id)
+            .join(them, them.c.group_id == me.c.group_id)
+            .join(other, other.c.id == them.c.record_id)
+        )
+        .where(
+            records.c.kind == "deal",
+            records.c.deleted.is_(false()),
+            records.c.status != "deleted",
+            records.c.stage.is_not(None),
+            is_deal_head(records),
+            other.c.kind == "deal",
+            other.c.id != records.c.id,
+            other.c.stage.is_not(None),
+            live,
+            disagrees(other),
+            first_other,
+            since < book.diverged_cutoff(now),
+        )
+    )
+    # A diverged flag stays while the copies disagree, whatever the values they move through.
+    return [Branch(query, None, None)]
 
 
 def branches_for(
@@ -369,22 +477,36 @@ def branches_for(
         return _regressed(book, now, dialect)
     if rule == "dropped":
         return _dropped(book, now, dialect, full_pull_started)
+    if rule == "diverged":
+        return _diverged(book, now, dialect)
     return _unanswered(book, now, dialect)
 
 
 # -- raising and clearing --------------------------------------------------------------------------
 
 
+def _persists(branch: Branch) -> ColumnElement[bool]:
+    """The flag (correlated ``leak_flags`` row) still matches ``branch``: its deal leaks the same way."""
+    same: list[ColumnElement[bool]] = []
+    if branch.stage is not None:
+        same.append(branch.stage.is_not_distinct_from(leak_flags.c.stage))
+    if not branch.deal:
+        same.append(records.c.id == leak_flags.c.record_id)
+        if branch.since is not None:
+            same.append(branch.since.is_not_distinct_from(leak_flags.c.since))
+        return branch.query.where(*same).exists()
+    same.append(same_deal(records.c.id, leak_flags.c.record_id))
+    if branch.since is not None:
+        # Another copy became the head: same deal, same stage is the same leak.
+        same.append(
+            or_(records.c.id != leak_flags.c.record_id, branch.since.is_not_distinct_from(leak_flags.c.since))
+        )
+    return branch.query.where(*same).exists()
+
+
 def clear_rule(conn: Connection, rule: FlagRule, branches: Sequence[Branch], *, now: datetime) -> list[int]:
-    """Close the open ``rule`` flags whose record no longer leaks the same way; their ids."""
-    persists = [
-        branch.query.where(
-            records.c.id == leak_flags.c.record_id,
-            branch.since.is_not_distinct_from(leak_flags.c.since),
-            *([branch.stage.is_not_distinct_from(leak_flags.c.stage)] if branch.stage is not None else []),
-        ).exists()
-        for branch in branches
-    ]
+    """Close the open ``rule`` flags whose deal (or lead) no longer leaks the same way; their ids."""
+    persists = [_persists(branch) for branch in branches]
     stmt = update(leak_flags).where(leak_flags.c.rule == rule, leak_flags.c.cleared_at.is_(None))
     if persists:
         stmt = stmt.where(~or_(*persists))
@@ -392,13 +514,28 @@ def clear_rule(conn: Connection, rule: FlagRule, branches: Sequence[Branch], *, 
     return sorted(ids)
 
 
-def raise_rule(conn: Connection, branches: Sequence[Branch]) -> list[int]:
-    """Open a flag for every match that has no open flag of that rule yet; the new ids."""
+def raise_rule(conn: Connection, branches: Sequence[Branch], rule: FlagRule | None = None) -> list[int]:
+    """Open a flag for every match whose deal has no open flag of that rule yet; the new ids.
+
+    ``rule`` (the branches' rule) lets a deal-scoped branch skip deals flagged on another copy.
+    """
     new: list[int] = []
     for branch in branches:
+        query = branch.query
+        if branch.deal and rule is not None:
+            held = leak_flags.alias("deal_held")
+            query = query.where(
+                ~select(held.c.id)
+                .where(
+                    held.c.rule == rule,
+                    held.c.cleared_at.is_(None),
+                    same_deal(records.c.id, held.c.record_id),
+                )
+                .exists()
+            )
         stmt = (
             dialect_insert(conn, leak_flags)
-            .from_select(list(_FLAG_COLUMNS), branch.query)
+            .from_select(list(_FLAG_COLUMNS), query)
             .on_conflict_do_nothing(
                 index_elements=["record_id", "rule"], index_where=leak_flags.c.cleared_at.is_(None)
             )
@@ -417,15 +554,23 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
 
 
 def _flagged_query() -> Select[Any]:
-    return select(leak_flags, records.c.source, records.c.kind, records.c.external_id, records.c.title).join(
-        records, records.c.id == leak_flags.c.record_id
-    )
+    return select(
+        leak_flags,
+        records.c.source,
+        records.c.kind,
+        records.c.external_id,
+        records.c.title,
+        records.c.currency,
+        records.c.owner_id,
+    ).join(records, records.c.id == leak_flags.c.record_id)
 
 
 def _flagged(row: Row[Any]) -> FlaggedRecord:
     m = row._mapping
     flag = flag_from_row(row)
-    return FlaggedRecord(flag, m["source"], m["kind"], m["external_id"], m["title"])
+    return FlaggedRecord(
+        flag, m["source"], m["kind"], m["external_id"], m["title"], m["currency"], m["owner_id"]
+    )
 
 
 def flagged_records(conn: Connection, ids: Sequence[int]) -> list[FlaggedRecord]:
@@ -472,18 +617,25 @@ def enqueue_outbox_rows(conn: Connection, rows: Sequence[Mapping[str, Any]], *, 
 
 
 def open_flag_totals(conn: Connection) -> list[FlagTotal]:
-    """Open flags grouped by rule and stage, with summed amounts (missing amounts count as 0)."""
+    """Open flags grouped by rule, stage and the flagged record's currency, with summed amounts.
+
+    One open flag per deal and rule, so counts are deals. Missing amounts count as 0; amounts of
+    different currencies (or none) are never summed together.
+    """
+    currency = records.c.currency
     rows = conn.execute(
         select(
             leak_flags.c.rule,
             leak_flags.c.stage,
+            currency,
             func.count(),
             func.sum(leak_flags.c.amount),
             func.sum(leak_flags.c.weighted_amount),
         )
+        .join(records, records.c.id == leak_flags.c.record_id)
         .where(leak_flags.c.cleared_at.is_(None))
-        .group_by(leak_flags.c.rule, leak_flags.c.stage)
-        .order_by(leak_flags.c.rule, leak_flags.c.stage)
+        .group_by(leak_flags.c.rule, leak_flags.c.stage, currency)
+        .order_by(leak_flags.c.rule, leak_flags.c.stage, currency)
     )
     return [
         FlagTotal(
@@ -492,9 +644,32 @@ def open_flag_totals(conn: Connection) -> list[FlagTotal]:
             count=int(count),
             amount=_decimal(amount),
             weighted_amount=_decimal(weighted),
+            currency=code,
         )
-        for rule, stage, count, amount, weighted in rows
+        for rule, stage, code, count, amount, weighted in rows
     ]
+
+
+def record_scan(conn: Connection, *, now: datetime) -> None:
+    """Remember ``now`` as the time of the last finished scan (a ``cursors`` row)."""
+    source, stream = SCAN_CURSOR
+    stmt = dialect_insert(conn, cursors).values(
+        source=source, stream=stream, value=now.isoformat(), updated_at=now
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["source", "stream"], set_={"value": now.isoformat(), "updated_at": now}
+        )
+    )
+
+
+def last_scan_at(conn: Connection) -> datetime | None:
+    """When the last scan finished, or None before the first."""
+    source, stream = SCAN_CURSOR
+    value = conn.execute(
+        select(cursors.c.value).where(cursors.c.source == source, cursors.c.stream == stream)
+    ).scalar_one_or_none()
+    return as_utc(datetime.fromisoformat(value)) if value is not None else None
 
 
 def _decimal(value: object) -> Decimal:

@@ -27,7 +27,7 @@ __all__ = [
     "StoredRecord",
 ]
 
-FlagRule = Literal["stalled", "regressed", "dropped", "unanswered"]
+FlagRule = Literal["stalled", "regressed", "dropped", "unanswered", "diverged"]
 OutboxStatus = Literal["pending", "sent", "failed", "dead"]
 
 

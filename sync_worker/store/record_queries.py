@@ -9,11 +9,13 @@ and https://www.sqlite.org/lang_upsert.html
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy.sql import FromClause
 
 from sync_worker.canonical import CanonicalRecord, StageKey
 from sync_worker.store.base import dialect_insert
@@ -22,13 +24,19 @@ from sync_worker.store.schema import link_groups, link_members, records, stage_h
 from sync_worker.store.types import as_utc
 
 __all__ = [
+    "DealCopy",
+    "deal_copies",
+    "deal_key",
     "find_by_email",
+    "is_deal_head",
     "link",
     "linked",
     "load_history",
     "load_record",
     "normalise_email",
     "record_from_row",
+    "same_deal",
+    "stage_since_across_copies",
     "upsert",
 ]
 
@@ -313,3 +321,149 @@ def linked(conn: Connection, record_id: int) -> tuple[int | None, list[StoredRec
         .order_by(records.c.id)
     )
     return group, [record_from_row(row) for row in rows]
+
+
+# -- deals: the linked deal records of one opportunity ---------------------------------------------
+#
+# A deal is a link group's deal records, or a deal record in no group. Its HEAD is the copy with the
+# newest state (latest ``source_updated_at``, then highest id): rules judge a deal by its head.
+
+
+def _members() -> tuple[FromClause, FromClause]:
+    return link_members.alias("deal_me"), link_members.alias("deal_them")
+
+
+def is_deal_head(rec: FromClause) -> ColumnElement[bool]:
+    """True for a deal record no other deal copy of its group is newer than (correlated on ``rec``)."""
+    me, them = _members()
+    other = records.alias("deal_newer")
+    newer = (
+        select(other.c.id)
+        .select_from(
+            me.join(them, them.c.group_id == me.c.group_id).join(other, other.c.id == them.c.record_id)
+        )
+        .where(
+            me.c.record_id == rec.c.id,
+            other.c.kind == "deal",
+            other.c.id != rec.c.id,
+            or_(
+                other.c.source_updated_at > rec.c.source_updated_at,
+                and_(other.c.source_updated_at == rec.c.source_updated_at, other.c.id > rec.c.id),
+            ),
+        )
+        .exists()
+    )
+    return ~newer
+
+
+def same_deal(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
+    """True when the records with ids ``left`` and ``right`` are one record or in one link group."""
+    me, them = _members()
+    together = (
+        select(me.c.record_id)
+        .select_from(me.join(them, them.c.group_id == me.c.group_id))
+        .where(me.c.record_id == left, them.c.record_id == right)
+        .exists()
+    )
+    return or_(left == right, together)
+
+
+def deal_key(rec: FromClause) -> ColumnElement[Any]:
+    """A number naming ``rec``'s deal: the smallest deal record id of its group, else its own id."""
+    me, them = _members()
+    copy = records.alias("deal_first")
+    first = (
+        select(func.min(copy.c.id))
+        .select_from(
+            me.join(them, them.c.group_id == me.c.group_id).join(copy, copy.c.id == them.c.record_id)
+        )
+        .where(me.c.record_id == rec.c.id, copy.c.kind == "deal")
+        .scalar_subquery()
+    )
+    return func.coalesce(first, rec.c.id)
+
+
+def stage_since_across_copies(rec: FromClause) -> ColumnElement[Any]:
+    """When the deal entered ``rec``'s stage: the earliest entry among its live copies in that stage.
+
+    A copy created later by a mirror write enters the stage late; the deal was there since the first.
+    """
+    me, them = _members()
+    copy = records.alias("deal_same_stage")
+    earliest = (
+        select(func.min(copy.c.stage_entered_at))
+        .select_from(
+            me.join(them, them.c.group_id == me.c.group_id).join(copy, copy.c.id == them.c.record_id)
+        )
+        .where(
+            me.c.record_id == rec.c.id,
+            copy.c.kind == "deal",
+            copy.c.stage == rec.c.stage,
+            copy.c.deleted.is_(false()),
+        )
+        .scalar_subquery()
+    )
+    return func.coalesce(earliest, rec.c.stage_entered_at)
+
+
+@dataclass(frozen=True)
+class DealCopy:
+    """One record of a deal, for write-backs, links and the drill-down."""
+
+    record_id: int
+    source: str
+    kind: str
+    external_id: str
+    title: str | None
+    owner_id: str | None
+    stage: str | None
+    status: str
+    amount: Any
+    currency: str | None
+    deleted: bool
+
+
+def deal_copies(conn: Connection, record_ids: Sequence[int]) -> dict[int, list[DealCopy]]:
+    """For each record id: every record of its deal (itself first, then the other DEAL records by id).
+
+    A lead is its own only copy (leads are not deals; their links to deals are not copies).
+    """
+    wanted = sorted(set(record_ids))
+    found: dict[int, list[DealCopy]] = {}
+    for start in range(0, len(wanted), 2000):
+        chunk = wanted[start : start + 2000]
+        own = {row.id: _copy(row) for row in conn.execute(select(records).where(records.c.id.in_(chunk)))}
+        me, them = _members()
+        rows = conn.execute(
+            select(me.c.record_id.label("asked"), records)
+            .select_from(
+                me.join(them, them.c.group_id == me.c.group_id).join(
+                    records, records.c.id == them.c.record_id
+                )
+            )
+            .where(me.c.record_id.in_(chunk), records.c.kind == "deal", records.c.id != me.c.record_id)
+            .order_by(me.c.record_id, records.c.id)
+        )
+        others: dict[int, list[DealCopy]] = {}
+        for row in rows:
+            others.setdefault(row.asked, []).append(_copy(row))
+        for record_id, copy in own.items():
+            found[record_id] = [copy, *(others.get(record_id, []) if copy.kind == "deal" else [])]
+    return found
+
+
+def _copy(row: Row[Any]) -> DealCopy:
+    m = row._mapping
+    return DealCopy(
+        record_id=m["id"],
+        source=m["source"],
+        kind=m["kind"],
+        external_id=m["external_id"],
+        title=m["title"],
+        owner_id=m["owner_id"],
+        stage=m["stage"],
+        status=m["status"],
+        amount=m["amount"],
+        currency=m["currency"],
+        deleted=bool(m["deleted"]),
+    )

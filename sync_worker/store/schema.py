@@ -1,6 +1,7 @@
 """The state store's tables (SQLAlchemy Core), the single source the migrations must match.
 
-``sync_worker/migrations/versions/0001_initial.py`` is written by hand from this module; the test
+``sync_worker/migrations/versions/0001_initial.py`` (and ``0003_deals.py``: the ``retention`` stage
+and the ``diverged`` rule in the CHECK constraints) are written by hand from this module; the test
 suite compares the migrated database against :data:`metadata` with alembic's ``compare_metadata``
 on SQLite and PostgreSQL. Change both together.
 
@@ -72,11 +73,12 @@ STAGE_KEYS = (
     "won",
     "lost",
     "nurture",
+    "retention",
 )
 KINDS = ("deal", "lead")
 RECORD_STATUSES = ("open", "won", "lost", "deleted")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "dead")
-FLAG_RULES = ("stalled", "regressed", "dropped", "unanswered")
+FLAG_RULES = ("stalled", "regressed", "dropped", "unanswered", "diverged")
 
 
 def _in(column: str, values: tuple[str, ...], *, nullable: bool = False) -> str:

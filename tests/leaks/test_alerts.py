@@ -38,9 +38,9 @@ def _item() -> FlaggedRecord:
 def test_alert_payload_is_slack_json_with_escaped_text() -> None:
     payload = alert_payload(_item(), stage_label="Proposal")
     assert "Acme &lt;renewal&gt; &amp; co" in payload["text"]
-    assert [block["type"] for block in payload["blocks"]] == ["section", "section", "context"]
+    assert [block["type"] for block in payload["blocks"]] == ["section", "section", "section", "context"]
     facts = [f["text"] for f in payload["blocks"][1]["fields"]]
-    assert "*Stage:* Proposal" in facts and "*Weighted at risk:* 500.00" in facts
+    assert "*Stage:* Proposal" in facts and "*Weighted at risk:* 500.00 (no currency)" in facts
 
 
 @respx.mock

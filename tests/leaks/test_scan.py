@@ -75,7 +75,7 @@ def test_stalled_flags_only_deals_older_than_their_stage_limit(
     assert flag.weighted_amount == Decimal("500.0000")
     assert flag.since == now - 30 * DAY
     assert "Proposal" in flag.reason and "21" in flag.reason
-    assert result.open_by_rule == {"stalled": 1, "regressed": 0, "dropped": 0, "unanswered": 0}
+    assert result.open_by_rule == {"stalled": 1, "regressed": 0, "dropped": 0, "unanswered": 0, "diverged": 0}
 
 
 def test_regressed_flags_a_move_back_and_names_the_stage_left(
@@ -207,7 +207,7 @@ def test_flags_are_raised_once_and_clear_when_the_deal_moves_on(
     assert [f.id for f in moved.cleared] == [first.raised[0].id]
     assert moved.raised == ()
     assert store.open_flags(record_id=deal) == []
-    clears = [i for i in _outbox(store) if i[1].endswith(":clear")]
+    clears = [i for i in _outbox(store) if ":clear:" in i[1]]
     assert len(clears) == 1
     update = deserialise_update(clears[0][2])
     assert update.target == "pipedrive" and update.external_id == "d"
@@ -227,7 +227,7 @@ def test_each_new_flag_queues_one_crm_write_and_one_alert(
     by_key = {key: (target, payload) for target, key, payload in items}
     assert len(items) == 4
     for flag in result.raised:
-        target, payload = by_key[f"leak:{flag.id}:raise"]
+        target, payload = by_key[f"leak:{flag.id}:raise:{flag.record_id}"]
         update = deserialise_update(payload)
         record = store.get_record_by_id(flag.record_id)
         assert record is not None

@@ -57,8 +57,14 @@ def down_store() -> Iterator[SyncStore]:
 
 
 def _samples(text: str, metric: str) -> dict[tuple[str, str], float]:
-    pattern = re.compile(rf'^{metric}\{{rule="([^"]*)",stage="([^"]*)"\}} (\S+)$', re.MULTILINE)
-    return {(rule, stage): float(value) for rule, stage, value in pattern.findall(text)}
+    """Samples by (rule, stage), summed over the ``currency`` label."""
+    pattern = re.compile(
+        rf'^{metric}\{{currency="[^"]*",rule="([^"]*)",stage="([^"]*)"\}} (\S+)$', re.MULTILINE
+    )
+    found: dict[tuple[str, str], float] = {}
+    for rule, stage, value in pattern.findall(text):
+        found[(rule, stage)] = found.get((rule, stage), 0.0) + float(value)
+    return found
 
 
 def test_report_serves_the_html_page_from_the_store(

@@ -9,15 +9,19 @@ fault, so a check that silently sees nothing cannot pass.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from sync_worker.canonical import StageModel
-from sync_worker.report import render_report_html
-from sync_worker.report.svg import CONVERTED_COLOR, ENTERED_COLOR, LEAKED_COLOR
+from sync_worker.report import build_report, render_html, render_report_html
+from sync_worker.report.render_html import SystemSync
+from sync_worker.report.svg import REACHED_COLOR
 from sync_worker.store import SyncStore
 from tests.conftest import service_unavailable
 
@@ -76,13 +80,14 @@ def test_no_horizontal_scroll_at_375_px(browser: Browser, report_page: Path) -> 
     wide = _variant(report_page, "wide.html", "<main>", '<main><div style="width:600px">wide</div>')
     browser.open(wide, width=375, height=800)
     assert max(browser.evaluate(widths)) > 375  # control: the measurement does see overflow
-    browser.open(report_page, width=375, height=800)
+    browser.open(report_page, width=375, height=1600)
     assert browser.evaluate(widths) == [375, 375]
-    # and the funnel chart is drawn across the phone's width
+    # and the funnel chart is drawn across the phone's width, longest bar first
     image = read_png(browser.screenshot())
     assert image.width == 375
-    blue = [b for b in _bands(image, _hex(CONVERTED_COLOR)) if b[3] > 40]
-    assert len(blue) == 3
+    bars = [b for b in _bands(image, _hex(REACHED_COLOR)) if b[3] > 20]
+    assert len(bars) == 7
+    assert [width for *_, width in bars] == sorted((width for *_, width in bars), reverse=True)
 
 
 def _hex(color: str) -> tuple[int, int, int]:
@@ -127,24 +132,71 @@ def test_screenshot_shows_the_funnel_bars(browser: Browser, report_page: Path, t
     (tmp_path / "report.png").write_bytes(png)
     image = read_png(png)
     assert (image.width, image.height) == (900, 1100)
-    # Bars are wide bands; legend swatches are narrow and drop out.
-    blue = [b for b in _bands(image, _hex(CONVERTED_COLOR)) if b[3] > 40]
-    red = [b for b in _bands(image, _hex(LEAKED_COLOR)) if b[3] > 40]
-    # Converted: prospect, contacted, qualified (2 of 3 entered each); leaked: 1, 2, 1, 1 of 3.
-    assert len(blue) == 3 and len(red) == 4
-    top, bottom, x0, run = blue[0]
-    mid = (top + bottom) // 2
-    assert bottom - top >= 12  # a bar, not a hairline
-    grey = 0
-    while image.rgb(x0 + run + 2 + grey, mid) == _hex(ENTERED_COLOR):
-        grey += 1
-    full = run + grey + 2  # prospect's entered bar spans the chart (3 = the largest stage)
-    assert full > 300
-    for _t, _b, start, width in blue:
+    # Reached (cumulative, by hand from the fixture): prospect 6, contacted 5, qualified 4,
+    # meeting 4, proposal 3, negotiation 1, won 1 -- bars proportional to the first.
+    bars = [b for b in _bands(image, _hex(REACHED_COLOR)) if b[3] > 20]
+    assert len(bars) == 7
+    top, bottom, x0, full = bars[0]
+    assert bottom - top >= 12 and full > 300  # a bar, not a hairline, across the chart
+    for (_t, _b, start, width), count in zip(bars, (6, 5, 4, 4, 3, 1, 1), strict=True):
         assert start == pytest.approx(x0, abs=2)
-        assert width == pytest.approx(full * 2 / 3, abs=3)
-    assert [width for *_, width in red] == [
-        pytest.approx(full * share, abs=3) for share in (1 / 3, 2 / 3, 1 / 3, 1 / 3)
+        assert width == pytest.approx(full * count / 6, abs=3)
+
+
+SCREENSHOTS = Path(os.environ.get("SYNC_TEST_SCREENSHOT_DIR", "/tmp/sync-worker-screenshots"))
+"""Where the report screenshots land for a person to look at (``SYNC_TEST_SCREENSHOT_DIR``)."""
+
+
+@pytest.fixture(scope="module")
+def full_page(sqlite_report_db: str, model: StageModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report with 25 flags (so the list folds), links to each copy and a sync summary."""
+    store = SyncStore(sqlite_report_db)
+    try:
+        report = build_report(
+            store, model, NOW, deal_links={"hubspot": lambda i: f"https://crm.example/d/{i}"}
+        )
+    finally:
+        store.close()
+    flags = tuple(
+        replace(
+            report.flags[n % len(report.flags)], flag_id=500 + n, amount=Decimal(1000 + n), title=f"Deal {n}"
+        )
+        for n in range(25)
+    )
+    summary = [
+        SystemSync("crm-a", "38 deals, 12 leads", webhooks=41, writes=17, api_calls=230, rate_limited=2),
+        SystemSync("crm-b", "150 deals", webhooks=12, writes=9, api_calls=512, rate_limited=0),
     ]
-    # Every red bar sits under a stage row, below the first blue bar, in the chart's left column.
-    assert all(t > top and abs(start - x0) <= 2 for t, _b, start, _w in red)
+    html = render_html(replace(report, flags=flags), model, sync_summary=summary, dead_letters=0)
+    page = tmp_path_factory.mktemp("full") / "report.html"
+    page.write_text(html, encoding="utf-8")
+    return page
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_the_full_report_reads_at_desktop_and_phone_widths(
+    browser: Browser, full_page: Path, width: int
+) -> None:
+    browser.open(full_page, width=width, height=2400)
+    assert browser.problems() == []
+    assert browser.evaluate("[innerWidth, document.documentElement.scrollWidth]") == [width, width]
+    # the flag list shows the top 20 by amount; the other 5 wait folded in a details element
+    assert browser.evaluate("document.querySelectorAll('#flags-table tbody tr').length") == 20
+    assert browser.evaluate("document.querySelector('#more-flags').open") is False
+    assert browser.evaluate("document.querySelector('#more-flags-table').checkVisibility()") is False
+    # no cell breaks a word: every text cell wraps at spaces only
+    styles = browser.evaluate(
+        "[...document.querySelectorAll('td')].map(td => {const s = getComputedStyle(td);"
+        " return s.overflowWrap + '/' + s.wordBreak})"
+    )
+    assert set(styles) == {"normal/normal"}
+    # funnel bars in decreasing order, drawn as the DOM says
+    bars = browser.evaluate(
+        "[...document.querySelectorAll('rect[data-series=reached]')]"
+        ".map(r => r.getBoundingClientRect().width)"
+    )
+    assert len(bars) == 7 and bars == sorted(bars, reverse=True) and bars[0] > bars[-1]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / f"report-{width}px.png"
+    shot.write_bytes(browser.screenshot())
+    assert read_png(shot.read_bytes()).width == width

@@ -21,7 +21,7 @@ def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
     upgrade_database(db_url)
     upgrade_database(db_url)
     # Then it is at the packaged head and holds every table
-    assert current_revision(db_url) == head_revision() == "0002"
+    assert current_revision(db_url) == head_revision() == "0003_deals"
     engine = create_engine_for(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -61,7 +61,7 @@ def test_migration_matches_table_definitions(db_url: str) -> None:
 def test_schema_literals_match_the_canonical_model() -> None:
     assert STAGE_KEYS == tuple(key.value for key in StageKey)
     assert RECORD_STATUSES == ("open", "won", "lost", "deleted")
-    assert FLAG_RULES == ("stalled", "regressed", "dropped", "unanswered")
+    assert FLAG_RULES == ("stalled", "regressed", "dropped", "unanswered", "diverged")
 
 
 def test_upgrade_needs_no_alembic_ini_in_the_working_directory(
@@ -75,3 +75,36 @@ def test_upgrade_needs_no_alembic_ini_in_the_working_directory(
     upgrade_database(db_url)
     assert current_revision(db_url) == head_revision()
     assert not (elsewhere / "alembic.ini").exists()
+
+
+def test_0003_accepts_retention_and_diverged_and_still_refuses_other_values(db_url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    upgrade_database(db_url)
+    engine = create_engine_for(db_url)
+    insert = (
+        "INSERT INTO records (source, kind, external_id, stage, status, source_updated_at, first_seen_at,"
+        " last_seen_at) VALUES ('crm', 'deal', :ext, :stage, 'won', :t, :t, :t)"
+    )
+    when = "2024-01-01 00:00:00+00:00"
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(insert), {"ext": "1", "stage": "retention", "t": when})
+            record = conn.execute(text("SELECT id FROM records WHERE external_id = '1'")).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO leak_flags (record_id, rule, stage, raised_at)"
+                    " VALUES (:r, 'diverged', :s, :t)"
+                ),
+                {"r": record, "s": "retention", "t": when},
+            )
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(insert), {"ext": "2", "stage": "onboarding", "t": when})
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO leak_flags (record_id, rule, raised_at) VALUES (:r, 'sleepy', :t)"),
+                {"r": record, "t": when},
+            )
+    finally:
+        engine.dispose()

@@ -103,6 +103,22 @@ def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
     )
 
 
+@mappings_group.command("init")
+@click.option("--preset", required=True, help="a shipped preset (b2b-nurture, post-purchase, odoo-default)")
+@click.option("--force", is_flag=True, help="overwrite files that already exist")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_context
+@_errors_to_exit_codes
+def mappings_init(ctx: click.Context, preset: str, force: bool, directory: Path) -> None:
+    """Write a preset canonical model and its matching source mappings into DIRECTORY."""
+    from sync_worker.mappings.presets import write_preset
+
+    written = write_preset(preset, directory, overwrite=force)
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"point SYNC_MAPPINGS_DIR at {directory} to use it")
+
+
 @mappings_group.command("show")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.pass_context
@@ -188,13 +204,21 @@ _REPORT_FORMATS = ("table", "csv", "json", "html")
     default=None,
     help="write the report to FILE instead of standard output",
 )
+@click.option(
+    "--since-days",
+    default=90,
+    show_default=True,
+    type=click.IntRange(1, 3650),
+    help="the period of the funnel and the won/lost split, in days before now",
+)
 @click.pass_context
 @_errors_to_exit_codes
-def leaks_command(ctx: click.Context, output_format: str, output: Path | None) -> None:
-    """Report open leak flags, the funnel per stage and the weighted pipeline forecast."""
-    from datetime import UTC, datetime
+def leaks_command(ctx: click.Context, output_format: str, output: Path | None, since_days: int) -> None:
+    """Report open leak flags, the funnel per stage and the weighted pipeline forecast (per deal)."""
+    from datetime import UTC, datetime, timedelta
 
     from sync_worker.mappings import load_mappings
+    from sync_worker.plugins import deal_links
     from sync_worker.report import build_report, render_csv, render_html, render_json, render_table
     from sync_worker.store import SyncStore, current_revision, head_revision
 
@@ -206,7 +230,10 @@ def leaks_command(ctx: click.Context, output_format: str, output: Path | None) -
         )
     store = SyncStore(settings.database_url)
     try:
-        report = build_report(store, model, datetime.now(UTC))
+        now = datetime.now(UTC)
+        report = build_report(
+            store, model, now, since=now - timedelta(days=since_days), deal_links=deal_links(settings)
+        )
     finally:
         store.close()
     renderers = {"table": render_table, "csv": render_csv, "json": render_json}
@@ -252,7 +279,7 @@ def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    from sync_worker.demo import run_demo
+    from sync_worker.demo import records_text, run_demo
     from sync_worker.logs import configure_logging
 
     settings = _settings(ctx)
@@ -262,13 +289,7 @@ def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> Non
     summary = run_demo(settings, output=output, seed=seed, deals=deals, say=console.print)
     systems = tuple(sorted(set(summary.api_calls) | set(summary.records)))
     table = Table("", *systems, title="What happened")
-    table.add_row(
-        "records synced",
-        *(
-            ", ".join(f"{n} {kind}s" for kind, n in sorted(summary.records.get(s, {}).items())) or "0"
-            for s in systems
-        ),
-    )
+    table.add_row("records synced", *(records_text(summary, s) for s in systems))
     table.add_row("webhooks accepted", *(str(summary.webhooks[s]) for s in systems))
     table.add_row("writes pushed", *(str(summary.writes[s]) for s in systems))
     table.add_row("writes failed", *(str(summary.failed_writes[s]) for s in systems))

@@ -32,9 +32,10 @@ from sqlalchemy import func, select
 
 from sync_worker.errors import ConfigError, SyncWorkerError
 from sync_worker.plugins import SandboxOptions, SandboxServer
+from sync_worker.report.render_html import SystemSync
 from sync_worker.settings import Settings
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoSummary", "records_text", "run_demo", "sync_lines"]
 
 DEMO_NAMESPACE = "sync-worker-demo"
 _SYSTEMS = ("hubspot", "pipedrive", "lagrowthmachine")
@@ -231,6 +232,29 @@ def _service(settings: Settings, host: str, port: int) -> Iterator[tuple[Any, An
         runtime.close()
 
 
+def records_text(summary: DemoSummary, system: str) -> str:
+    """``"12 deals, 3 leads"``: what the demo stored of one system."""
+    kinds = summary.records.get(system, Counter())
+    return ", ".join(f"{n} {kind}s" for kind, n in sorted(kinds.items())) or "0"
+
+
+def sync_lines(summary: DemoSummary) -> list[SystemSync]:
+    """The per-system sync summary the demo prints, as the report's data."""
+    systems = sorted(set(summary.api_calls) | set(summary.records))
+    return [
+        SystemSync(
+            system,
+            records_text(summary, system),
+            webhooks=summary.webhooks[system],
+            writes=summary.writes[system],
+            failed_writes=summary.failed_writes[system],
+            api_calls=summary.api_calls[system],
+            rate_limited=summary.rate_limited[system],
+        )
+        for system in systems
+    ]
+
+
 @contextlib.contextmanager
 def _plugin_sandboxes(
     options: SandboxOptions, say: Callable[[str], None]
@@ -261,6 +285,7 @@ def run_demo(
     timeout: float = 90.0,
 ) -> DemoSummary:
     """Run the demo; raises :class:`ConfigError` when Redis does not answer."""
+    from sync_worker.plugins import deal_links
     from sync_worker.report import render_report_html
     from sync_worker.sandbox.runner import start_sandbox
     from sync_worker.scheduler import scheduled_jobs
@@ -314,12 +339,19 @@ def run_demo(
                     job.send()
             _wait_settled(broker, runtime.store, timeout)
             say("4/4 pipeline report")
+            _count(runtime.store, summary, box, extras)
             report = output / "report.html"
             report.write_text(
-                render_report_html(runtime.store, runtime.mappings.current.model, datetime.now(UTC)),
+                render_report_html(
+                    runtime.store,
+                    runtime.mappings.current.model,
+                    datetime.now(UTC),
+                    deal_links=deal_links(settings),
+                    sync_summary=sync_lines(summary),
+                    dead_letters=summary.dead_letters,
+                ),
                 encoding="utf-8",
             )
             summary.report = report
-            _count(runtime.store, summary, box, extras)
     summary.seconds = time.monotonic() - started
     return summary

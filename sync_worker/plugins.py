@@ -54,6 +54,7 @@ __all__ = [
     "SandboxOptions",
     "SandboxServer",
     "StreamSpec",
+    "deal_links",
     "registered",
     "registry",
     "spec_for",
@@ -280,6 +281,24 @@ def spec_for(name: str) -> ConnectorSpec:
     except KeyError:
         known = ", ".join(specs) or "none"
         raise ConfigError(f"no connector named {name!r} is registered (registered: {known})") from None
+
+
+def deal_links(settings: Any) -> dict[str, Callable[[str], str | None]]:
+    """Per registered system with a ``deal_url``: external id -> the deal's URL in its own UI."""
+    links: dict[str, Callable[[str], str | None]] = {}
+    for name, spec in registry().items():
+        if spec.deal_url is None:
+            continue
+        section = settings.section(name)
+        link = spec.deal_url
+
+        def url(
+            external_id: str, link: Callable[[Any, str], str | None] = link, section: Any = section
+        ) -> str | None:
+            return link(section, external_id)
+
+        links[name] = url
+    return links
 
 
 @contextmanager

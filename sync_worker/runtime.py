@@ -39,7 +39,7 @@ from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
 from sync_worker.locks import RedisLock
 from sync_worker.mappings import Mappings, MappingsHolder, mappings_source
-from sync_worker.plugins import BuildContext, ConnectorSpec, registry
+from sync_worker.plugins import BuildContext, ConnectorSpec, deal_links, registry
 from sync_worker.ratelimit import RedisRateLimiter, limiter_for
 from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
@@ -184,6 +184,15 @@ class Runtime:
             now=self.clock(),
             full_pull_started=full_pull_started(self.store, streams),
             alerts=self.settings.alerts.webhook_url is not None,
+            diverged_grace=self.diverged_grace,
+            deal_links=deal_links(self.settings),
+        )
+
+    @property
+    def diverged_grace(self) -> timedelta:
+        """How long copies may disagree before ``diverged``: a poll interval plus the push time."""
+        return (
+            timedelta(seconds=self.settings.poll_interval_seconds) + 2 * self.service.config.coalesce_window
         )
 
     def push_alerts(self, limit: int = 100) -> PushStats:

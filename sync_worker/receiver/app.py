@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import math
@@ -50,7 +51,7 @@ from sync_worker.intake import Enqueue, InboxStore, WebhookSource, accept_webhoo
 from sync_worker.leaks.scan import leak_gauges
 from sync_worker.mappings import Mappings
 from sync_worker.metrics import CONTENT_TYPE, ReceiverMetrics, RequestOutcome
-from sync_worker.plugins import registry
+from sync_worker.plugins import deal_links, registry
 from sync_worker.receiver.access import AccessLogMiddleware
 from sync_worker.receiver.wire import error_response, read_body, webhook_request
 from sync_worker.report import render_report_html
@@ -257,7 +258,12 @@ class _Receiver:
             )
         model = self.mappings_holder.current.model
         try:
-            page = await run_in_threadpool(render_report_html, self.report_store, model, self.clock())
+            page = await run_in_threadpool(
+                functools.partial(render_report_html, deal_links=deal_links(self.settings)),
+                self.report_store,
+                model,
+                self.clock(),
+            )
         except StoreUnavailableError:
             _log.warning("report refused: store unavailable")
             return error_response(

@@ -349,7 +349,16 @@ def _unanswered(book: RuleBook, now: datetime, dialect: str) -> list[Branch]:
             .join(deal, deal.c.id == theirs.c.record_id)
             .join(step, step.c.record_id == deal.c.id)
         )
-        .where(mine.c.record_id == records.c.id, deal.c.kind == "deal", step.c.at > records.c.replied_at)
+        .where(
+            mine.c.record_id == records.c.id,
+            deal.c.kind == "deal",
+            step.c.at > records.c.replied_at,
+            # A move, by a person: not the deal's first sighting (a backfill sees every deal "now"),
+            # not the service's own write (a deal it created or advanced because of the reply).
+            step.c.from_stage.is_not(None),
+            step.c.written_by_worker.is_(false()),
+            step.c.origin != records.c.source,
+        )
         .exists()
     )
     since = records.c.replied_at

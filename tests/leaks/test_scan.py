@@ -189,6 +189,44 @@ def test_unanswered_flags_replies_no_linked_deal_followed(
     assert (alone, "unanswered") in _flags(store)
 
 
+def test_a_deal_first_seen_or_moved_by_the_service_after_a_reply_is_no_answer(
+    store: SyncStore, clock: FakeClock, model: StageModel
+) -> None:
+    now = clock.now
+    replied = now - 5 * DAY
+    lead = dict(kind="lead", source="lagrowthmachine", amount=None, replied_at=replied)
+    # Given a reply whose deal the first backfill only saw yesterday (its first sighting, no move)
+    seen_late = _put(store, clock, "l1", StageKey.CONTACTED, at=replied, **lead)  # type: ignore[arg-type]
+    backfilled = _put(store, clock, "d1", StageKey.QUALIFIED, at=now - DAY)
+    store.link_records([seen_late, backfilled])
+    # And a reply whose deal the service itself created, then advanced, because of the reply
+    created_for = _put(store, clock, "l2", StageKey.CONTACTED, at=replied, **lead)  # type: ignore[arg-type]
+    ours = CanonicalRecord(
+        source="hubspot", kind="deal", external_id="h9", updated_at=now - 4 * DAY, stage=StageKey.CONTACTED
+    )
+    created = store.upsert_record(ours, origin="lagrowthmachine", written_by_worker=True).record.id
+    store.upsert_record(
+        CanonicalRecord(
+            source="hubspot",
+            kind="deal",
+            external_id="h9",
+            updated_at=now - 3 * DAY,
+            stage=StageKey.QUALIFIED,
+        ),
+        origin="lagrowthmachine",
+        written_by_worker=True,
+    )
+    store.link_records([created_for, created])
+    # When the leak scan runs, both replies are still unanswered: nobody acted on them
+    result = scan_leaks(store, model, now=now)
+    got = {f.record_id for f in result.raised if f.rule == "unanswered"}
+    assert got == {seen_late, created_for}
+    # And once a person moves the backfilled deal, its reply is answered
+    _put(store, clock, "d1", StageKey.MEETING, at=now + DAY)
+    later = scan_leaks(store, model, now=now + DAY)
+    assert (seen_late, "unanswered") in {(f.record_id, f.rule) for f in later.cleared}
+
+
 def test_flags_are_raised_once_and_clear_when_the_deal_moves_on(
     store: SyncStore, clock: FakeClock, model: StageModel
 ) -> None:

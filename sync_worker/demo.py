@@ -38,7 +38,6 @@ from sync_worker.settings import Settings
 __all__ = ["DemoSummary", "records_text", "run_demo", "sync_lines"]
 
 DEMO_NAMESPACE = "sync-worker-demo"
-_SYSTEMS = ("hubspot", "pipedrive", "lagrowthmachine")
 
 
 @dataclass
@@ -260,13 +259,11 @@ def _plugin_sandboxes(
     options: SandboxOptions, say: Callable[[str], None]
 ) -> Iterator[Mapping[str, SandboxServer]]:
     """The sandboxes of the registered connectors beyond the three built-in ones."""
-    from sync_worker.plugins import registry
-    from sync_worker.sandbox.plugin import start_sandboxes
+    from sync_worker.sandbox.plugin import plugin_sandboxes
 
-    others = [spec for name, spec in registry().items() if name not in _SYSTEMS and spec.sandbox is not None]
-    if others:
-        say(f"starting the plug-in sandboxes: {', '.join(spec.title for spec in others)}")
-    servers = start_sandboxes(others, options)
+    servers = plugin_sandboxes(options)
+    if servers:
+        say(f"started the plug-in sandboxes: {', '.join(servers)}")
     try:
         yield servers
     finally:

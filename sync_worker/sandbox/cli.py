@@ -19,18 +19,22 @@ from __future__ import annotations
 import shlex
 import signal
 import threading
+from collections.abc import Mapping
 from types import FrameType
 
 import click
 
+from sync_worker.plugins import SandboxOptions
+from sync_worker.sandbox.plugin import plugin_sandboxes
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
 
 __all__ = ["export_lines", "sandbox_command"]
 
 
-def export_lines(running: RunningSandbox) -> list[str]:
-    """``export NAME=value`` for every variable of :meth:`RunningSandbox.env`, sorted by name."""
-    return [f"export {name}={shlex.quote(value)}" for name, value in sorted(running.env().items())]
+def export_lines(env: RunningSandbox | Mapping[str, str]) -> list[str]:
+    """``export NAME=value`` for every variable (of :meth:`RunningSandbox.env`), sorted by name."""
+    values = env.env() if isinstance(env, RunningSandbox) else env
+    return [f"export {name}={shlex.quote(value)}" for name, value in sorted(values.items())]
 
 
 @click.command("sandbox")
@@ -58,7 +62,7 @@ def export_lines(running: RunningSandbox) -> list[str]:
 def sandbox_command(
     seed: int, deals: int, host: str, time_scale: float, webhook_base_url: str | None
 ) -> None:
-    """Run local HubSpot, Pipedrive and LaGrowthMachine sandboxes and print the SYNC_* variables."""
+    """Run the sandboxes of every registered connector and print the SYNC_* variables."""
     if webhook_base_url is not None and not webhook_base_url.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook-base-url")
     stop = threading.Event()
@@ -75,7 +79,18 @@ def sandbox_command(
         except OSError as exc:
             raise click.ClickException(f"could not start the sandbox servers: {exc.strerror or exc}") from exc
         try:
-            for line in export_lines(running):
+            options = SandboxOptions(
+                seed=seed, deals=deals, host=host, time_scale=time_scale, webhook_base_url=webhook_base_url
+            )
+            plugins = plugin_sandboxes(options)
+        except BaseException:
+            running.stop()
+            raise
+        try:
+            env = dict(running.env())
+            for server in plugins.values():
+                env.update(server.env())
+            for line in export_lines(env):
                 click.echo(line)
             summary = running.summary
             click.echo(
@@ -83,9 +98,13 @@ def sandbox_command(
                 f"{len(summary.hubspot_deal_ids)} HubSpot deals, {len(summary.lgm_lead_ids)} LGM leads; "
                 "Ctrl-C to stop"
             )
+            if plugins:
+                click.echo(f"# plug-in sandboxes: {', '.join(f'{n} {s.url}' for n, s in plugins.items())}")
             while not stop.wait(0.5):
                 pass
         finally:
+            for server in plugins.values():
+                server.stop()
             running.stop()
     finally:
         for sig, handler in previous.items():

@@ -23,7 +23,17 @@ from sync_worker.plugins import ConnectorSpec, SandboxOptions, SandboxServer
 from sync_worker.sandbox.common import CallCounter, Delivery, FaultConfig, Faults, WebhookDeliverer
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
 
-__all__ = ["hubspot_sandbox", "lagrowthmachine_sandbox", "pipedrive_sandbox", "start_sandboxes"]
+__all__ = [
+    "BUILT_IN",
+    "hubspot_sandbox",
+    "lagrowthmachine_sandbox",
+    "pipedrive_sandbox",
+    "plugin_sandboxes",
+    "start_sandboxes",
+]
+
+BUILT_IN = ("hubspot", "pipedrive", "lagrowthmachine")
+"""The sandboxes :func:`~sync_worker.sandbox.runner.start_sandbox` runs (seeded together)."""
 
 _lock = threading.Lock()
 _shared: dict[SandboxOptions, tuple[RunningSandbox, set[str]]] = {}
@@ -172,6 +182,13 @@ def lagrowthmachine_sandbox(options: SandboxOptions) -> SandboxServer:
     return _LaGrowthMachine(
         "lagrowthmachine", options, lambda box: (box.lgm_url, box.lgm), "SYNC_LAGROWTHMACHINE__"
     )
+
+
+def plugin_sandboxes(options: SandboxOptions) -> Mapping[str, SandboxServer]:
+    """The sandboxes of every registered connector beyond the built-in three, started."""
+    from sync_worker.plugins import registry
+
+    return start_sandboxes([spec for name, spec in registry().items() if name not in BUILT_IN], options)
 
 
 def start_sandboxes(specs: Iterable[ConnectorSpec], options: SandboxOptions) -> Mapping[str, SandboxServer]:

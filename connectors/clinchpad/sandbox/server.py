@@ -94,7 +94,7 @@ class ClinchPadServer:
     def stop(self) -> None:
         if not self._stopped:
             self._stopped = True
-            self.state.deliverer.close()
+            self.state.close()
             self._handle.stop()
 
 

@@ -50,18 +50,7 @@ from sync_worker.sandbox.common import (
 __all__ = ["STOCK_STAGES", "ClinchPadApiError", "ClinchPadSandbox"]
 
 STOCK_STAGES = ("Closing", "In Negotiation", "Offer", "Contact", "Prospect")
-_COMPANIES = (
-    "Acme",
-    "Globex",
-    "Initech",
-    "Umbrella",
-    "Hooli",
-    "Vandelay",
-    "Stark",
-    "Wayne",
-    "Tyrell",
-    "Wonka",
-)
+_COMPANIES = ("Northwind", "Contoso", "Fabrikam", "Tailspin", "Litware", "Proseware", "Adatum", "Lucerne")
 _BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -118,6 +107,10 @@ class ClinchPadSandbox:
 
     def __repr__(self) -> str:
         return f"ClinchPadSandbox(leads={len(self.leads)})"
+
+    def close(self) -> None:
+        """Stop delivering webhooks."""
+        self.deliverer.close()
 
     # -- seeding --------------------------------------------------------------------------
 

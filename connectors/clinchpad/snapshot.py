@@ -13,6 +13,12 @@ The cursor is ``cp1:`` + base64url(zlib(JSON)) of ``{"at": <listing time, ISO 86
 {<lead _id>: <fingerprint>}}``; a fingerprint (:func:`connectors.clinchpad.convert.fingerprint`)
 is 11 characters, so a lead costs about 30 bytes once compressed. A cursor that does not decode
 (another version, a hand edit) counts as no cursor: everything is re-sent, nothing is skipped.
+
+A changed lead is stamped with the time the listing started, the latest moment the change can
+have happened, never an earlier one: an earlier stamp could lose to a stored webhook time and
+leave a real change unapplied while the digest moves on. The cost: a change a webhook already
+stored is stored again by the next listing (no event: nothing differs), with the listing's time
+and without the webhook's writer.
 """
 
 from __future__ import annotations

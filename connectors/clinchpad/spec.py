@@ -9,6 +9,10 @@ list every lead; ``leads`` yields what changed since the listing its cursor carr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
 from pydantic import SecretStr
 
 from connectors.clinchpad.client import STREAM_LEADS, STREAM_SNAPSHOT, from_section, limits
@@ -20,16 +24,18 @@ from sync_worker.plugins import BuildContext, ConnectorSpec, SandboxOptions, San
 
 __all__ = ["POLLING", "SPEC"]
 
-POLLING = {
-    "polling": "snapshot",
-    "change_detection": "each listing of every lead is compared with the previous one (a fingerprint "
-    "per lead, carried in the leads stream's cursor); leads missing from a complete leads_snapshot "
-    "pull are flagged dropped",
-    "streams": {
-        STREAM_LEADS: "full listing; yields new and changed leads; cursor = digest of the last listing",
-        STREAM_SNAPSHOT: "full listing; marks every live lead seen; no cursor",
-    },
-}
+POLLING: Mapping[str, Any] = MappingProxyType(
+    {
+        "polling": "snapshot",
+        "change_detection": "each listing of every lead is compared with the previous one (a fingerprint "
+        "per lead, carried in the leads stream's cursor); leads missing from a complete leads_snapshot "
+        "pull are flagged dropped",
+        "streams": {
+            STREAM_LEADS: "full listing; yields new and changed leads; cursor = digest of the last listing",
+            STREAM_SNAPSHOT: "full listing; marks every live lead seen; no cursor",
+        },
+    }
+)
 
 
 def _account(section: ClinchPadSettings) -> tuple[str, SecretStr | None]:

@@ -1,0 +1,28 @@
+"""``SYNC_CLINCHPAD__*``: the ClinchPad connector's settings section (see :mod:`sync_worker.plugins`)."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr
+
+__all__ = ["ClinchPadSettings"]
+
+
+class ClinchPadSettings(BaseModel):
+    """The API key (Settings in the ClinchPad app), the webhook Handshake Key, pacing and paging."""
+
+    api_key: SecretStr | None = None
+    base_url: AnyHttpUrl = AnyHttpUrl("https://www.clinchpad.com/api/v1")
+    handshake_key: SecretStr | None = Field(
+        default=None, description="the Handshake Key set on the webhook in ClinchPad's UI"
+    )
+    user_id: str | None = Field(
+        default=None, description="the API key owner's user _id: activities by this user are our own writes"
+    )
+    rate_limit_per_hour: int = Field(default=1200, gt=0)
+    page_size: int = Field(default=100, ge=1, le=1000, description="leads and pipelines per page")
+    currency: str | None = Field(default=None, description="ClinchPad leads carry no currency: the account's")
+    flag_notes: bool = Field(default=True, description="write leak flags as notes on the lead")
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())

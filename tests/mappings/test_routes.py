@@ -23,6 +23,7 @@ from sync_worker.mappings import (
     validate_directory,
 )
 from sync_worker.mappings.schema import render_schema, schema_documents
+from sync_worker.plugins import registry
 
 Edit = Callable[[str, str, str], Path]
 FindLine = Callable[..., int]
@@ -229,7 +230,7 @@ ENTRY_ERRORS = [
         "from: salesforce",
         1,
         "routes[0].from",
-        "unknown system 'salesforce'; expected one of: hubspot, lagrowthmachine, pipedrive",
+        "unknown system 'salesforce'; expected one of: " + ", ".join(sorted(registry())),
     ),
     (
         "    from: [hubspot, pipedrive]\n",

@@ -20,7 +20,6 @@ from pydantic import SecretStr
 from connectors.odoo.client import OdooConnector
 from connectors.odoo.convert import SOURCE, format_time
 from connectors.odoo.cursor import PullCursor
-from connectors.odoo.sandbox import start_sandbox
 from connectors.odoo.settings import OdooSettings
 from connectors.odoo.transport import (
     BearerAuth,
@@ -134,6 +133,8 @@ def _since(moment: datetime) -> str:
 
 
 def _sandbox(options: SandboxOptions) -> SandboxServer:
+    from connectors.odoo.sandbox import start_sandbox  # the server's dependencies load on demand
+
     return start_sandbox(options)
 
 

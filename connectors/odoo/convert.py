@@ -15,8 +15,9 @@ Nothing here touches the network or the clock. Facts followed (``odoo/odoo``
   expected closing; ``partner_name`` the company; ``email_from`` the contact's address.
 
 Stages resolve only through ``mappings/odoo.yaml``: the record status (``won``/``lost``) is passed
-to the mapping and wins over the stage there; an open lead's stage is matched by id or name.
-A stage's pipeline is its sales team (``team:<id>``) or ``all`` for a shared stage.
+to the mapping and wins over the stage there; an open lead's stage is matched by id or name within
+its pipeline. A stage's pipeline is ``all`` when the stage is shared by every sales team (Odoo's
+stock stages) or ``team:<id>`` when it belongs to one team.
 """
 
 from __future__ import annotations
@@ -198,7 +199,8 @@ def to_canonical(
     status = _status(lead, known)
     resolved = mappings.to_canonical(
         SOURCE,
-        pipeline=None,
+        pipeline=known.pipeline_id if known else None,
+        pipeline_name=known.pipeline_label if known else None,
         stage=str(stage_id) if stage_id is not None else None,
         stage_name=known.stage_label if known else many2one_name(lead.get("stage_id")),
         status=status,

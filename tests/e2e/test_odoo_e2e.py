@@ -2,8 +2,8 @@
 
 The Odoo sandbox (JSON-2 and JSON-RPC) and the Pipedrive sandbox are live; the connectors, the
 webhook intake, :class:`~sync_worker.engine.SyncService`, the store and the leak scan are real. The
-mappings are the shipped ones plus one route, Odoo <-> Pipedrive mirrored both ways by e-mail (the
-route an account with both CRMs adds to ``routes.yaml``).
+mappings are the shipped ones plus one route, Odoo <-> Pipedrive mirrored both ways by e-mail: the
+route ``routes.yaml`` ships commented out, uncommented.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ ROUTE = """
     match: [link, email]
     create: false
     stage: mirror
-    fields: [amount, close_date, status, lost_reason]
+    fields: [status, lost_reason, amount, close_date]
 """
 
 

@@ -81,6 +81,7 @@ LEAD_FIELDS: tuple[str, ...] = (
 STAGE_FIELDS: tuple[str, ...] = ("name", "sequence", "is_won", "fold", "team_id")
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LeadAction = Literal["won", "lost", "open"]
+_ACTIONS: dict[str, LeadAction] = {"won": "won", "lost": "lost", "open": "open"}
 
 
 def parse_time(value: Any, what: str) -> datetime | None:
@@ -249,9 +250,7 @@ def _resolve_stage(target: TargetStage, stages: Sequence[SourceStage]) -> Source
     if target.match_by == "id":
         found = [s for s in stages if s.stage_id == target.stage]
         if not found:
-            if not target.stage.isdigit():
-                raise PermanentError(f"odoo: stage id {target.stage!r} is not numeric")
-            return SourceStage(SOURCE, SHARED_PIPELINE, "", target.stage, target.stage, 0)
+            raise PermanentError(f"odoo: no crm.stage with id {target.stage!r}")
         return found[0]
     wanted = normalise_name(target.stage)
     named = [s for s in stages if normalise_name(s.stage_label) == wanted]
@@ -314,6 +313,6 @@ def from_canonical(
         if not vals.get("name"):
             raise PermanentError("odoo: a new opportunity needs a title")
         vals["type"] = "opportunity"
-    action: LeadAction | None = status if status in ("won", "lost", "open") else None  # type: ignore[assignment]
+    action = _ACTIONS.get(status) if status is not None else None
     reason = update.lost_reason if action == "lost" and update.lost_reason else None
     return LeadWrite(vals=vals, action=action, lost_reason=reason)

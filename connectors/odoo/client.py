@@ -20,6 +20,7 @@ JSON-RPC ``execute_kw`` on 17/18; https://www.odoo.com/documentation/19.0/develo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -208,9 +209,14 @@ class OdooConnector:
         return parse_webhook(body, now=self._clock)
 
     def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
-        """Own writes are echoes; the others are read back in one ``search_read``."""
+        """Own writes are echoes; the others are read back in one ``search_read``.
+
+        A delivery whose ``write_uid`` is the API user is an echo without a read. One that names no
+        writer is an echo when the lead, read back, was last written by the API user. One that
+        names a person stays that person's change even if the service wrote the lead since.
+        """
         out = Normalised()
-        own = {m for m in (*ctx.own_markers, self._marker_if_known()) if m}
+        own = {m for m in (*ctx.own_markers, self.own_marker()) if m}
         wanted: dict[int, list[InboxEvent]] = {}
         for event in events:
             if event.object_type != HANDLED_MODEL or not event.object_id.isdigit():
@@ -238,14 +244,17 @@ class OdooConnector:
             elif row.get("type") != "opportunity":
                 for event in group:
                     out.skip(event, "a lead, not an opportunity")
-            elif found[lead_id].change_source in own:
-                out.echo_ids.extend(ids)
             else:
-                out.records.append((found[lead_id], ids))
+                record = found[lead_id]
+                people = [e.change_source for e in group if e.change_source is not None]
+                if not people and record.change_source in own:
+                    out.echo_ids.extend(ids)  # nothing but our own write since the delivery
+                elif people and record.change_source in own:
+                    # A person's change announced, then overwritten in part by ours: still theirs.
+                    out.records.append((replace(record, change_source=people[-1]), ids))
+                else:
+                    out.records.append((record, ids))
         return out
-
-    def _marker_if_known(self) -> str | None:
-        return f"user:{self._user_id}" if self._user_id is not None else None
 
 
 def _lead_id(value: str) -> int:

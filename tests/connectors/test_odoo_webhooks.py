@@ -151,6 +151,22 @@ def test_a_vanished_lead_that_was_stored_comes_back_deleted(
         title="Kept",
     )
     ctx = NormaliseContext(mappings=mappings, lookup=lambda s, k, i: stored if i == "12" else None)
-    out = make().normalise_events([inbox(delivery(12), 1)], ctx)
+    context = json2(router, "res.users", "context_get", {"lang": "en_US", "tz": "UTC", "uid": 6})
+    connector = make()
+    out = connector.normalise_events([inbox(delivery(12), 1)], ctx)
+    assert context.call_count == 1 and connector.own_marker() == "user:6"  # asked once, then known
     [(record, ids)] = out.records
     assert (record.external_id, record.status, record.title, ids) == ("12", "deleted", "Kept", (1,))
+
+
+def test_a_persons_change_overwritten_by_ours_since_stays_theirs(
+    router: respx.Router, make: Make, mappings: Mappings
+) -> None:
+    # Given a delivery naming a person (user 2), and the lead last written by the service (user 6)
+    json2(router, "crm.stage", "search_read", fixture("stages.json"))
+    json2(router, "crm.lead", "search_read", [fixture("leads.json")[1]])
+    ctx = NormaliseContext(mappings=mappings, lookup=lambda s, k, i: None, own_markers=frozenset({"user:6"}))
+    out = make(user_id=6).normalise_events([inbox(delivery(6, write_uid=2), 1)], ctx)
+    # Then it is the person's change, not an echo
+    [(record, ids)] = out.records
+    assert (record.external_id, record.change_source, ids) == ("6", "user:2", (1,)) and out.echo_ids == []

@@ -18,6 +18,7 @@ from sync_worker.mappings import (
     write_schemas,
 )
 from sync_worker.mappings.schema import render_schema
+from sync_worker.plugins import registry
 
 # The shipped model uses every key but the optional post-purchase one.
 _DEFAULT_KEYS = tuple(key for key in StageKey if key is not StageKey.RETENTION)
@@ -32,15 +33,11 @@ def test_defaults_validate_without_errors_and_warn_about_unpushable_stages(defau
     result, errors, warnings = validate_directory(defaults_dir)
     assert errors == []
     assert result is not None
-    assert result.sources() == ("clinchpad", "hubspot", "lagrowthmachine", "pipedrive", "zoho")
-    assert [p.name for p in result.files] == [
-        "canonical.yaml",
-        "clinchpad.yaml",
-        "hubspot.yaml",
-        "lagrowthmachine.yaml",
-        "pipedrive.yaml",
-        "zoho.yaml",
-    ]
+    # Every registered connector ships its default mapping, and only those are there.
+    specs = registry()
+    assert result.sources() == tuple(sorted(specs))
+    expected_files = ["canonical.yaml", *(specs[name].mapping_file for name in sorted(specs))]
+    assert [p.name for p in result.files] == expected_files
     joined = "\n".join(warnings)
     assert "hubspot.yaml" in joined and "prospect, nurture" in joined
     assert "pipedrive.yaml" in joined and "qualified, nurture" in joined

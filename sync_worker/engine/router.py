@@ -151,6 +151,9 @@ def plan_fields(
         out[name] = value
     if route.only_status is not None and "status" in route.fields and "status" not in out:
         return {}
+    if "amount" in out and record.currency is not None and "currency" in route.fields:
+        # Money travels with its currency: an amount is never written into another currency.
+        out["currency"] = record.currency
     return out
 
 

@@ -86,6 +86,39 @@ def test_a_stage_the_target_cannot_hold_is_skipped_and_the_other_fields_still_fl
     assert world.store.list_dead_letters() == []
 
 
+def test_an_amount_is_written_with_its_currency_even_when_only_the_amount_changed(world: World) -> None:
+    # Given twins in step, the HubSpot copy without a currency (deal_currency_code unset)
+    world.linked_pair(amount=Decimal("1000"))
+    world.service.ingest_record(
+        deal(
+            "pipedrive",
+            "7",
+            StageKey.CONTACTED,
+            T0 - timedelta(hours=1),
+            amount=Decimal("1000"),
+            currency="EUR",
+        )
+    )
+    world.push_all()
+    world.hubspot.applied.clear()
+    # When only the Pipedrive amount changes
+    world.service.ingest_record(
+        deal(
+            "pipedrive",
+            "7",
+            StageKey.CONTACTED,
+            T0,
+            change_source="app:9001",
+            amount=Decimal("4200"),
+            currency="EUR",
+        )
+    )
+    world.push_all()
+    # Then HubSpot gets the amount together with its currency
+    (update,) = world.hubspot.updates
+    assert update.amount == Decimal("4200") and update.currency == "EUR"
+
+
 def test_crm_win_sets_the_lead_status_with_its_email(world: World) -> None:
     world.service.ingest_record(reply("L1", "ada@example.com", T0 - timedelta(days=2)))
     world.push_all()

@@ -31,6 +31,7 @@ from connectors.salesforce.convert import (
     STAGE_QUERY,
     StageFlags,
     from_canonical,
+    is_record_id,
     opportunity_fields,
     stage_from_payload,
     to_canonical,
@@ -200,6 +201,8 @@ class SalesforceConnector:
                     self._keep(best, self.to_record(fields, flags), event.id)
                 except PayloadError as exc:
                     out.skip(event, str(exc))
+            elif not is_record_id(event.object_id):
+                out.skip(event, "the notification's Id is not a record id")
             else:
                 unread.append(event)
         if unread:

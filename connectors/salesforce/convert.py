@@ -48,6 +48,7 @@ __all__ = [
     "check_id",
     "flag_text",
     "from_canonical",
+    "is_record_id",
     "opportunity_fields",
     "stage_from_payload",
     "to_canonical",
@@ -100,9 +101,14 @@ def opportunity_fields(multi_currency: bool = False) -> tuple[str, ...]:
     return (*_OPPORTUNITY_FIELDS, "CurrencyIsoCode") if multi_currency else _OPPORTUNITY_FIELDS
 
 
+def is_record_id(value: str) -> bool:
+    """True for a 15- or 18-character record id (letters and digits only: safe inside SOQL)."""
+    return _ID.match(value) is not None
+
+
 def check_id(value: str) -> str:
-    """``value`` when it is a 15- or 18-character record id (safe inside SOQL), else PermanentError."""
-    if not _ID.match(value):
+    """``value`` when it is a record id (:func:`is_record_id`), else :class:`PermanentError`."""
+    if not is_record_id(value):
         raise PermanentError(f"salesforce: {value[:40]!r} is not a record id")
     return value
 

@@ -4,9 +4,10 @@ Every call goes to ``{instance_url}/services/data/v{api_version}/...`` with ``Au
 Bearer`` (REST API Developer Guide, "Resources":
 https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_list.htm).
 ``instance_url`` comes from the token answer and is kept; a 401 (``INVALID_SESSION_ID``) obtains a
-new token once and repeats the call. A 403 ``REQUEST_LIMIT_EXCEEDED`` blocks the shared limiter
-for its wait and becomes a :class:`~sync_worker.errors.TransientError` with ``retry_after``
-(:mod:`connectors.salesforce.wire`).
+new token once and repeats the call. A 403 ``REQUEST_LIMIT_EXCEEDED`` becomes a
+:class:`~sync_worker.errors.TransientError` with ``retry_after`` and ``status`` 429 (the rate
+limit Salesforce signals with a 403); a used-up allocation also blocks the shared limiter for that
+long (:mod:`connectors.salesforce.wire`).
 
 SOQL (``GET /query?q=`` and ``/queryAll?q=``, which also returns deleted rows) answers at most
 2,000 records a batch with ``done`` and ``nextRecordsUrl``, a path followed as is
@@ -130,10 +131,12 @@ class SalesforceApi:
                 method, self.url(path), params=params, json_body=json_body, headers=headers, bucket=bucket
             )
         except RequestLimitExceeded as exc:
-            told = httpx.Headers(exc.headers)
-            told["retry-after"] = str(int(exc.retry_after))
-            self._limiter.observe(bucket, told)
-            raise TransientError(str(exc), retry_after=exc.retry_after, status=403) from exc
+            if exc.exhausted:
+                told = httpx.Headers(exc.headers)
+                told["retry-after"] = str(int(exc.retry_after))
+                self._limiter.observe(bucket, told)
+            # 429: what the status table calls rate-limited; Salesforce says it with a 403.
+            raise TransientError(str(exc), retry_after=exc.retry_after, status=429) from exc
 
     def query_pages(
         self, soql: str, *, include_deleted: bool = False

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connectors.salesforce.api import SalesforceApi
@@ -35,9 +35,11 @@ __all__ = [
     "DELETED_WINDOW",
     "ID_BATCH",
     "STREAM",
+    "join_cursor",
     "pull_deleted",
     "pull_updated",
     "read_by_ids",
+    "split_cursor",
 ]
 
 _log = logging.getLogger(__name__)
@@ -51,13 +53,21 @@ ID_BATCH = 200
 ToRecord = Callable[[Mapping[str, Any]], CanonicalRecord]
 
 
-def _cursor_time(cursor: str | None, stream: str) -> datetime | None:
+def split_cursor(cursor: str | None, stream: str) -> tuple[datetime | None, frozenset[str]]:
+    """``"<time>|<id>,<id>"`` -> the time and the ids already seen at it (a plain time reads too)."""
     if cursor is None or cursor == "":
-        return None
-    moment = parse_datetime(cursor)
+        return None, frozenset()
+    text, _, ids = cursor.partition("|")
+    moment = parse_datetime(text)
     if moment is None:
         raise PermanentError(f"salesforce: the {stream} cursor {cursor[:40]!r} is not a datetime")
-    return moment
+    return moment, frozenset(i for i in ids.split(",") if i)
+
+
+def join_cursor(moment: datetime, ids: set[str]) -> str:
+    """The cursor of ``moment`` (to the millisecond) and the ids seen at exactly that time."""
+    text = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return f"{text}|{','.join(sorted(ids))}" if ids else text
 
 
 def _select(fields: Sequence[str]) -> str:
@@ -67,16 +77,29 @@ def _select(fields: Sequence[str]) -> str:
 def pull_updated(
     api: SalesforceApi, fields: Sequence[str], cursor: str | None, to_record: ToRecord
 ) -> Iterator[PullPage]:
-    """Pages of Opportunities changed since ``cursor`` (None: all of them), oldest first."""
-    since = _cursor_time(cursor, STREAM)
+    """Pages of Opportunities changed since ``cursor`` (None: all of them), oldest first.
+
+    The query starts at the cursor's second; what was already read up to the cursor's exact time
+    (and the ids at that time) is dropped, so a resumed pull repeats nothing unchanged.
+    """
+    since, seen = split_cursor(cursor, STREAM)
     where = f" WHERE SystemModstamp >= {format_datetime(since)}" if since is not None else ""
     soql = f"{_select(fields)}{where} ORDER BY SystemModstamp, Id"
-    position = cursor or None
+    newest, at_newest = since, set(seen)
     for records, done in api.query_pages(soql):
-        converted = tuple(to_record(r) for r in records)
-        if converted:
-            position = format_datetime(max(r.updated_at for r in converted))
-        yield PullPage(STREAM, converted, position, done)
+        converted = (to_record(r) for r in records)
+        fresh = tuple(
+            r
+            for r in converted
+            if since is None or r.updated_at > since or (r.updated_at == since and r.external_id not in seen)
+        )
+        for record in fresh:
+            if newest is None or record.updated_at > newest:
+                newest, at_newest = record.updated_at, {record.external_id}
+            elif record.updated_at == newest:
+                at_newest.add(record.external_id)
+        position = join_cursor(newest, at_newest) if newest is not None else cursor or None
+        yield PullPage(STREAM, fresh, position, done)
 
 
 def read_by_ids(
@@ -115,7 +138,7 @@ def pull_deleted(
     now: datetime,
 ) -> Iterator[PullPage]:
     """Pages of Opportunities deleted since ``cursor`` (None: what the recycle bin holds)."""
-    start = _cursor_time(cursor, DELETED_STREAM)
+    start, seen_at_start = split_cursor(cursor, DELETED_STREAM)
     earliest_asked = now - DELETED_WINDOW
     window_start = truncate_to_minute(
         start if start is not None and start > earliest_asked else earliest_asked
@@ -146,8 +169,12 @@ def pull_deleted(
             yield PullPage(DELETED_STREAM, fresh, cursor or None, False)
     deleted: dict[str, datetime] = {}
     for item in answer.get("deletedRecords") or []:
-        if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] not in seen:
-            deleted.setdefault(item["id"], parse_datetime(item.get("deletedDate")) or window_end)
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or item["id"] in seen:
+            continue
+        at = parse_datetime(item.get("deletedDate")) or window_end
+        if item["id"] in seen_at_start and at >= window_start:
+            continue  # reported by the previous, overlapping window
+        deleted.setdefault(item["id"], at)
     rows = read_by_ids(api, fields, list(deleted), include_deleted=True) if deleted else {}
     records: list[CanonicalRecord] = []
     for record_id, deleted_at in deleted.items():
@@ -157,8 +184,8 @@ def pull_deleted(
             continue
         record = to_record(row)
         records.append(replace(record, status="deleted", updated_at=max(record.updated_at, deleted_at)))
-    latest = parse_datetime(answer.get("latestDateCovered"))
-    position = format_datetime(latest) if latest is not None else cursor or None
-    if position is None:
-        position = format_datetime(window_start)
-    yield PullPage(DELETED_STREAM, tuple(records), position, True)
+    latest = parse_datetime(answer.get("latestDateCovered")) or (start if start is not None else window_start)
+    # The next window starts at latest's minute and may list again what was deleted since then.
+    again = {r.external_id for r in records if r.updated_at >= truncate_to_minute(latest)}
+    again |= {i for i in seen_at_start if latest == start}
+    yield PullPage(DELETED_STREAM, tuple(records), join_cursor(latest, again), True)

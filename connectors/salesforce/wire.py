@@ -55,7 +55,8 @@ EXHAUSTED_BLOCK_SECONDS = 900.0
 window, so capacity comes back as old calls age out, at a time the header does not say."""
 CONCURRENCY_RETRY_SECONDS = 20.0
 """A refusal while the allocation is not used up is the long-running concurrency cap (requests of
-20 s or more); one such request's length is the wait."""
+20 s or more); one such request's length is the wait. It is this request's wait only: the shared
+limiter is blocked for a used-up allocation, not for requests in flight elsewhere."""
 
 _USAGE = re.compile(r"(?:^|[;\s])api-usage=(\d+)/(\d+)")
 
@@ -103,10 +104,11 @@ class RequestLimitExceeded(SyncWorkerError):
     on it; the connector hands it back to the queue with ``retry_after``.
     """
 
-    def __init__(self, message: str, *, retry_after: float, headers: httpx.Headers) -> None:
+    def __init__(self, message: str, *, retry_after: float, headers: httpx.Headers, exhausted: bool) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.headers = headers
+        self.exhausted = exhausted
 
 
 class SalesforceTransport(httpx.BaseTransport):
@@ -134,6 +136,7 @@ class SalesforceTransport(httpx.BaseTransport):
             f"salesforce {request.method} {request.url.path}: 403 REQUEST_LIMIT_EXCEEDED: {what}",
             retry_after=wait,
             headers=response.headers,
+            exhausted=exhausted,
         )
 
     def close(self) -> None:

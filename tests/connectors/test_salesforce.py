@@ -222,8 +222,8 @@ def test_pull_follows_next_records_url_and_keeps_the_last_systemmodstamp_as_curs
     assert first.calls.last.request.headers["Sforce-Query-Options"] == "batchSize=500"
     assert more.calls.last.request.url.query == b""
     assert [(len(p.records), p.cursor, p.done) for p in pages] == [
-        (2, "2026-02-01T10:15:31Z", False),
-        (1, "2026-02-02T08:00:01Z", True),
+        (2, "2026-02-01T10:15:31.000Z|006xx000004TmiRAAS", False),
+        (1, "2026-02-02T08:00:01.250Z|006xx000004TmiSAAS", True),
     ]
     generator, burlington = pages[0].records
     assert (generator.stage, generator.status, generator.company) == (
@@ -236,6 +236,31 @@ def test_pull_follows_next_records_url_and_keeps_the_last_systemmodstamp_as_curs
     assert burlington.stage is StageKey.PROPOSAL and burlington.company is None
     won = pages[1].records[0]
     assert (won.stage, won.status) == (StageKey.WON, "won")
+
+
+def test_resuming_drops_what_the_cursor_already_covers(
+    router: respx.Router, make: Callable[..., SalesforceConnector]
+) -> None:
+    mock_token(router)
+    both = fixture("query_page1.json")["records"] + fixture("query_page2.json")["records"]
+    query = serve(router, "GET", f"{API}/query", {"totalSize": 3, "done": True, "records": both})
+    (page,) = make().pull_changes("opportunities", "2026-02-01T10:15:31.000Z|006xx000004TmiRAAS")
+
+    assert "SystemModstamp >= 2026-02-01T10:15:31Z" in query.calls.last.request.url.params["q"]
+    assert [r.external_id for r in page.records] == ["006xx000004TmiSAAS"]
+    assert page.cursor == "2026-02-02T08:00:01.250Z|006xx000004TmiSAAS"
+
+
+def test_overlapping_deleted_windows_report_a_deletion_once(
+    router: respx.Router, make: Callable[..., SalesforceConnector]
+) -> None:
+    mock_token(router)
+    deleted, query_all = mock_deleted(router)
+    (page,) = make().pull_changes("opportunities_deleted", "2026-02-03T22:07:00.000Z|006xx000004TmiSAAS")
+
+    assert deleted.calls.last.request.url.params["start"] == "2026-02-03T22:07:00+00:00"
+    assert [r.external_id for r in page.records] == ["006xx000004TmiTAAS"]
+    assert "'006xx000004TmiSAAS'" not in query_all.calls.last.request.url.params["q"]
 
 
 def test_a_malformed_cursor_is_permanent(make: Callable[..., SalesforceConnector]) -> None:
@@ -256,7 +281,7 @@ def test_deleted_opportunities_from_get_deleted_with_minute_windows(
     soql = query_all.calls.last.request.url.params["q"]
     assert "WHERE Id IN ('006xx000004TmiSAAS', '006xx000004TmiTAAS')" in soql
     assert len(pages) == 1 and pages[0].done
-    assert pages[0].cursor == "2026-02-04T10:00:00Z"
+    assert pages[0].cursor == "2026-02-04T10:00:00.000Z"
     recycled, purged = pages[0].records
     assert (recycled.external_id, recycled.status, recycled.title) == (
         "006xx000004TmiSAAS",
@@ -281,7 +306,7 @@ def test_a_cursor_past_the_delete_log_scans_the_recycle_bin_and_drops_repeats(
     assert "'006xx000004TmiSAAS'" not in detail  # already found by the scan
     ids = [r.external_id for page in pages for r in page.records]
     assert ids == ["006xx000004TmiSAAS", "006xx000004TmiTAAS"]
-    assert pages[-1].cursor == "2026-02-04T10:00:00Z"
+    assert pages[-1].cursor == "2026-02-04T10:00:00.000Z"
 
 
 # -- pushes ----------------------------------------------------------------------------------
@@ -387,11 +412,14 @@ def limiter() -> LocalRateLimiter:
 
 
 @pytest.mark.parametrize(
-    ("usage", "wait"),
-    [("api-usage=5000/5000", EXHAUSTED_BLOCK_SECONDS), ("api-usage=120/5000", CONCURRENCY_RETRY_SECONDS)],
+    ("usage", "wait", "blocked"),
+    [
+        ("api-usage=5000/5000", EXHAUSTED_BLOCK_SECONDS, EXHAUSTED_BLOCK_SECONDS),
+        ("api-usage=120/5000", CONCURRENCY_RETRY_SECONDS, 0.0),
+    ],
 )
 def test_403_request_limit_exceeded_is_a_rate_limit_not_an_auth_failure(
-    router: respx.Router, make: Callable[..., SalesforceConnector], usage: str, wait: float
+    router: respx.Router, make: Callable[..., SalesforceConnector], usage: str, wait: float, blocked: float
 ) -> None:
     mock_token(router)
     query = router.get(f"{API}/query").mock(
@@ -403,11 +431,12 @@ def test_403_request_limit_exceeded_is_a_rate_limit_not_an_auth_failure(
     with pytest.raises(TransientError) as caught:
         make(limiter=shared).list_stages()
     assert caught.value.retry_after == wait
-    assert caught.value.status == 403
+    assert caught.value.status == 429  # rate limited, whatever status carried it
+    assert "403 REQUEST_LIMIT_EXCEEDED" in str(caught.value)
     assert not isinstance(caught.value, AuthError)
     assert query.call_count == 1  # handed back to the queue, not slept on
-    # Every worker sharing the limiter now waits as long.
-    assert shared.try_acquire("default") == pytest.approx(wait, abs=1.0)
+    # A used-up allocation stops every worker sharing the limiter; a concurrency refusal only this call.
+    assert shared.try_acquire("default") == pytest.approx(blocked, abs=1.0)
 
 
 def test_another_403_is_still_an_auth_error(

@@ -42,9 +42,10 @@ class SalesforceSandbox:
     def __init__(self, options: SandboxOptions) -> None:
         base = options.now or datetime.now(UTC)
         started = time.monotonic()
+        self._ahead = timedelta(0)
 
         def now() -> datetime:
-            return base + timedelta(seconds=time.monotonic() - started)
+            return base + timedelta(seconds=time.monotonic() - started) + self._ahead
 
         self.org = Org(seed=options.seed, deals=options.deals, now=now)
         self.faults = Faults(options.faults)
@@ -98,6 +99,11 @@ class SalesforceSandbox:
             changed: dict[str, Any] = dict(opp)
         self.state.sender.notify([changed])
         return str(changed["Id"])
+
+    def advance(self, by: timedelta) -> None:
+        """Move the org's clock forward (a test need not wait for the delete log's next minute)."""
+        with self.org.lock:
+            self._ahead += by
 
     def deliveries(self) -> list[Delivery]:
         return list(self.state.sender.deliveries)

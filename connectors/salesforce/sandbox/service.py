@@ -132,10 +132,13 @@ class Service:
                     self.jwt_key.public_key(),
                     algorithms=["RS256"],
                     audience=[self.base_url, "https://login.salesforce.com", "https://test.salesforce.com"],
-                    options={"require": ["exp", "iss", "sub", "aud"]},
+                    # exp is checked against the org's own clock, below.
+                    options={"require": ["exp", "iss", "sub", "aud"], "verify_exp": False},
                 )
             except jwt.PyJWTError:
                 return 400, {"error": "invalid_grant", "error_description": "invalid assertion"}
+            if not isinstance(claims.get("exp"), int) or claims["exp"] < self.org.now().timestamp():
+                return 400, {"error": "invalid_grant", "error_description": "expired authorization code"}
             if claims.get("iss") != self.client_id or claims.get("sub") != self.username:
                 return 400, {
                     "error": "invalid_grant",

@@ -32,13 +32,14 @@ def test_defaults_validate_without_errors_and_warn_about_unpushable_stages(defau
     result, errors, warnings = validate_directory(defaults_dir)
     assert errors == []
     assert result is not None
-    assert result.sources() == ("clinchpad", "hubspot", "lagrowthmachine", "pipedrive", "zoho")
+    assert result.sources() == ("clinchpad", "hubspot", "lagrowthmachine", "pipedrive", "salesforce", "zoho")
     assert [p.name for p in result.files] == [
         "canonical.yaml",
         "clinchpad.yaml",
         "hubspot.yaml",
         "lagrowthmachine.yaml",
         "pipedrive.yaml",
+        "salesforce.yaml",
         "zoho.yaml",
     ]
     joined = "\n".join(warnings)
@@ -46,6 +47,7 @@ def test_defaults_validate_without_errors_and_warn_about_unpushable_stages(defau
     assert "pipedrive.yaml" in joined and "qualified, nurture" in joined
     assert "zoho.yaml" in joined and "prospect, contacted, nurture" in joined
     assert "clinchpad.yaml" in joined and "qualified, meeting, won, lost, nurture" in joined
+    assert "salesforce.yaml" in joined and "salesforce: nurture" in joined
 
 
 def test_canonical_model_defaults(mappings: Mappings) -> None:

@@ -225,11 +225,11 @@ def test_routes_are_frozen(defaults: Mappings) -> None:
 ENTRY_ERRORS = [
     (
         "    from: lagrowthmachine\n    to: hubspot\n",
-        "    from: salesforce\n    to: hubspot\n",
-        "from: salesforce",
+        "    from: nosuchcrm\n    to: hubspot\n",
+        "from: nosuchcrm",
         1,
         "routes[0].from",
-        "unknown system 'salesforce'; expected one of: ",  # then every registered system
+        "unknown system 'nosuchcrm'; expected one of: ",  # then every registered system
     ),
     (
         "    from: [hubspot, pipedrive]\n",

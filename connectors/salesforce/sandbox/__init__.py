@@ -85,14 +85,17 @@ class SalesforceSandbox:
             "SYNC_SALESFORCE__FLAG_FIELD": FLAG_FIELD,
         }
 
-    def simulate_change(self) -> str:
-        """A person moves one open Opportunity to the next open stage; an Outbound Message follows."""
+    def simulate_change(self, record_id: str | None = None) -> str:
+        """A person moves an open Opportunity (``record_id``, else the next seeded one) to the next
+        open stage; an Outbound Message follows."""
         with self.org.lock:
             candidates = sorted(o["Id"] for o in self.org.live() if not o["IsClosed"])
             if not candidates:
                 raise RuntimeError("the salesforce sandbox has no open Opportunity to change")
-            opp = self.org.opportunities[candidates[self._changes % len(candidates)]]
-            self._changes += 1
+            if record_id is None:
+                record_id = candidates[self._changes % len(candidates)]
+                self._changes += 1
+            opp = self.org.opportunities[record_id]
             position = _OPEN_STAGES.index(opp["StageName"])
             stage = _OPEN_STAGES[position + 1] if position + 1 < len(_OPEN_STAGES) else _OPEN_STAGES[0]
             self.org.apply(opp, {"StageName": stage}, self.org.person_user)

@@ -117,7 +117,7 @@ class OutboundSender(WebhookDeliverer):
         self.action_id = sf_id("04k", 1)
         self.base_url = base_url
         self.url = url
-        self._ids = itertools.count(1)
+        self._notification_ids = itertools.count(1)
         self._id_lock = threading.Lock()
 
     def notify(self, opportunities: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -125,7 +125,7 @@ class OutboundSender(WebhookDeliverer):
         if self.url is None or not opportunities:
             return []
         with self._id_lock:
-            numbered = [(sf_id("04l", next(self._ids)), dict(opp)) for opp in opportunities]
+            numbered = [(sf_id("04l", next(self._notification_ids)), dict(opp)) for opp in opportunities]
         for start in range(0, len(numbered), 100):
             body = envelope(self.org_id, self.action_id, self.base_url, numbered[start : start + 100])
             self.submit(self.url, body, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})

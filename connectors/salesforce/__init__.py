@@ -4,7 +4,7 @@
 - :mod:`connectors.salesforce.api` / :mod:`~connectors.salesforce.auth` /
   :mod:`~connectors.salesforce.wire`: the REST boundary, OAuth, limits and error arrays;
 - :mod:`connectors.salesforce.pull` / :mod:`~connectors.salesforce.push`: pulls and batched writes;
-- :mod:`connectors.salesforce.convert`: pure translation; :mod:`~connectors.salesforce.outbound`:
+- :mod:`connectors.salesforce.convert`: pure translation; :mod:`~connectors.salesforce.webhooks`:
   the SOAP Outbound Messages; :mod:`connectors.salesforce.sandbox`: a local Salesforce.
 
 Docs: https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/ and

@@ -8,7 +8,8 @@ Documentation followed (each module cites its pages): REST API Developer Guide (
 - :mod:`connectors.salesforce.pull`: ``SystemModstamp`` and ``getDeleted`` pulls;
 - :mod:`connectors.salesforce.push`: batched writes through ``/composite/sobjects``;
 - :mod:`connectors.salesforce.convert`: pure translation;
-- :mod:`connectors.salesforce.outbound`: the SOAP Outbound Messages.
+- :mod:`connectors.salesforce.webhooks` / :mod:`~connectors.salesforce.inbox`: the SOAP Outbound
+  Messages and their normalisation.
 
 The service's own writes are those whose ``LastModifiedById`` is the integration user
 (``SYNC_SALESFORCE__USER_ID``, else the user of the token's identity URL).
@@ -24,20 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from connectors.salesforce import pull, push
+from connectors.salesforce import inbox, pull, push
 from connectors.salesforce.api import SalesforceApi
 from connectors.salesforce.convert import (
     SOURCE,
     STAGE_QUERY,
     StageFlags,
     from_canonical,
-    is_record_id,
     opportunity_fields,
     stage_from_payload,
     to_canonical,
 )
-from connectors.salesforce.outbound import parse_message, to_events, verify_organization
 from connectors.salesforce.settings import SalesforceSettings
+from connectors.salesforce.webhooks import parse_message, to_events, verify_organization
 from connectors.salesforce.wire import DAY_SECONDS, read_limits
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -48,7 +48,7 @@ from sync_worker.canonical import (
     WebhookEvent,
 )
 from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
-from sync_worker.errors import ConfigError, PayloadError
+from sync_worker.errors import ConfigError
 from sync_worker.http import RateLimiter
 from sync_worker.mappings import Mappings
 from sync_worker.ratelimit import Limit, LocalRateLimiter
@@ -183,50 +183,12 @@ class SalesforceConnector:
         return session.user_id if session is not None else None
 
     def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
-        """Outbound Message fields become records; events without a stage or a modification time
-        are read in one ``queryAll`` batch. Repeats of one Opportunity in a batch give one record."""
-        out = Normalised()
-        own = self.own_user_id()
-        best: dict[str, tuple[CanonicalRecord, list[int]]] = {}
-        unread: list[InboxEvent] = []
-        for event in events:
-            fields = event.payload.get("fields")
-            if event.object_type != "opportunity" or not isinstance(fields, Mapping):
-                out.skip(event, f"{event.object_type} notifications are not synced")
-            elif ctx.is_own(event.change_source) or (own is not None and event.change_source == own):
-                out.echo_ids.append(event.id)
-            elif fields.get("StageName") and (fields.get("SystemModstamp") or fields.get("LastModifiedDate")):
-                flags = None if "IsClosed" in fields else self._known_stages()[1]
-                try:
-                    self._keep(best, self.to_record(fields, flags), event.id)
-                except PayloadError as exc:
-                    out.skip(event, str(exc))
-            elif not is_record_id(event.object_id):
-                out.skip(event, "the notification's Id is not a record id")
-            else:
-                unread.append(event)
-        if unread:
-            rows = pull.read_by_ids(
-                self.api, self._fields, [e.object_id for e in unread], include_deleted=True
-            )
-            out.reads += 1
-            for event in unread:
-                row = rows.get(event.object_id)
-                if row is None:
-                    out.skip(event, "the Opportunity can no longer be read")
-                else:
-                    self._keep(best, self.to_record(row), event.id)
-        out.records.extend((record, tuple(ids)) for record, ids in best.values())
-        return out
-
-    @staticmethod
-    def _keep(
-        best: dict[str, tuple[CanonicalRecord, list[int]]], record: CanonicalRecord, inbox_id: int
-    ) -> None:
-        held = best.get(record.external_id)
-        if held is None:
-            best[record.external_id] = (record, [inbox_id])
-        elif record.updated_at >= held[0].updated_at:
-            best[record.external_id] = (record, [*held[1], inbox_id])
-        else:
-            held[1].append(inbox_id)
+        """See :func:`connectors.salesforce.inbox.normalise_events`."""
+        return inbox.normalise_events(
+            events,
+            ctx,
+            to_record=self.to_record,
+            stage_flags=lambda: self._known_stages()[1],
+            read_rows=lambda ids: pull.read_by_ids(self.api, self._fields, ids, include_deleted=True),
+            own_user=self.own_user_id(),
+        )

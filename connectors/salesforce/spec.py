@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from connectors.salesforce.client import SalesforceConnector, documented_limits
 from connectors.salesforce.convert import SOURCE
-from connectors.salesforce.outbound import ack_body, fault_body
 from connectors.salesforce.pull import DELETED_STREAM, STREAM
 from connectors.salesforce.settings import SalesforceSettings
+from connectors.salesforce.webhooks import ack_body, fault_body
 from connectors.salesforce.wire import format_datetime, read_limits
 from sync_worker.connector import Connector
 from sync_worker.plugins import BuildContext, ConnectorSpec, SandboxOptions, SandboxServer, StreamSpec

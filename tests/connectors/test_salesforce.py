@@ -476,3 +476,43 @@ def test_the_limit_header_of_every_answer_reaches_the_limiter(
     assert shared.try_acquire("default") == 0.0
     connector.list_stages()
     assert shared.try_acquire("default") == pytest.approx(EXHAUSTED_BLOCK_SECONDS, abs=1.0)
+
+
+@pytest.mark.redis
+def test_a_used_up_allocation_seen_by_one_worker_holds_back_another_through_redis(
+    router: respx.Router, make: Callable[..., SalesforceConnector]
+) -> None:
+    import redis
+
+    from connectors.salesforce import SPEC
+    from sync_worker.ratelimit import RedisRateLimiter
+    from tests.conftest import REDIS_SERVER, service_unavailable
+
+    client = redis.Redis.from_url(f"{REDIS_SERVER}/12")
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        service_unavailable(f"Redis at {REDIS_SERVER} does not answer")
+    client.flushdb()
+    try:
+        section = SalesforceSettings(client_id="3MVG9consumer", refresh_token=SecretStr("5Aep861refresh"))
+
+        def shared() -> RedisRateLimiter:
+            return RedisRateLimiter(
+                client, "salesforce-test", SPEC.limits(section), reader=SPEC.read_limits, max_wait=1.0
+            )
+
+        mock_token(router)
+        empty = {"totalSize": 0, "done": True, "records": []}
+        router.get(f"{API}/query").mock(
+            return_value=httpx.Response(200, json=empty, headers={"Sforce-Limit-Info": "api-usage=5000/5000"})
+        )
+        first, second = make(limiter=shared()), make(limiter=shared())
+        first.list_stages()  # its answer says the org has used its whole allocation
+        with pytest.raises(TransientError) as caught:
+            second.list_stages()
+        assert caught.value.retry_after == pytest.approx(EXHAUSTED_BLOCK_SECONDS, abs=2.0)
+        assert client.ttl("sync-worker:rl:salesforce-test:default:blocked") > 0
+    finally:
+        client.flushdb()
+        client.close()

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from connectors.salesforce import SalesforceConnector, SalesforceSettings
-from connectors.salesforce.outbound import (
+from connectors.salesforce.webhooks import (
     OUTBOUND_NS,
     SOAP_NS,
     ack_body,

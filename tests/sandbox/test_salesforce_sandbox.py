@@ -26,8 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from connectors.salesforce import SalesforceConnector, SalesforceSettings
-from connectors.salesforce.outbound import ack_body, parse_message
 from connectors.salesforce.sandbox import SalesforceSandbox, start_sandbox
+from connectors.salesforce.webhooks import ack_body, parse_message
 from connectors.salesforce.wire import EXHAUSTED_BLOCK_SECONDS
 from sync_worker.canonical import CanonicalUpdate, StageKey
 from sync_worker.errors import AuthError, TransientError

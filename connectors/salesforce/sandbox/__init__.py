@@ -16,11 +16,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.salesforce.outbound import OUTBOUND_NS
 from connectors.salesforce.sandbox.app import build_app
 from connectors.salesforce.sandbox.messages import OutboundSender
 from connectors.salesforce.sandbox.org import FLAG_FIELD, STOCK_STAGES, Org, sf_id
 from connectors.salesforce.sandbox.service import Service
+from connectors.salesforce.webhooks import OUTBOUND_NS
 from sync_worker.plugins import SandboxOptions
 from sync_worker.sandbox.common import (
     CallCounter,

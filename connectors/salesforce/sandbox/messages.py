@@ -21,8 +21,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import httpx
 
-from connectors.salesforce.outbound import OUTBOUND_NS, SOAP_NS, SOBJECT_NS
 from connectors.salesforce.sandbox.org import sf_id
+from connectors.salesforce.webhooks import OUTBOUND_NS, SOAP_NS, SOBJECT_NS
 from sync_worker.sandbox.common import Faults, WebhookDeliverer
 
 __all__ = ["NOTIFIED_FIELDS", "RETRY_DELAYS", "NoAckError", "OutboundSender", "envelope"]

@@ -177,7 +177,8 @@ class _Receiver:
             self.metrics.observe_latency(source, self.timer() - started)
             if spec is not None and spec.webhook_fault is not None:
                 media, fault = spec.webhook_fault(response.status_code, str(exc))
-                return Response(fault, status_code=response.status_code, media_type=media)
+                kept = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+                return Response(fault, status_code=response.status_code, media_type=media, headers=kept)
             return response
         self.metrics.count_request(source, "accepted")
         self.metrics.observe_latency(source, self.timer() - started)

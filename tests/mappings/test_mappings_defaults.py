@@ -43,6 +43,7 @@ def test_defaults_validate_without_errors_and_warn_about_unpushable_stages(defau
     assert "pipedrive.yaml" in joined and "qualified, nurture" in joined
     assert "zoho.yaml" in joined and "prospect, contacted, nurture" in joined
     assert "clinchpad.yaml" in joined and "qualified, meeting, won, lost, nurture" in joined
+    assert "salesforce.yaml" in joined and "salesforce: nurture" in joined
 
 
 def test_canonical_model_defaults(mappings: Mappings) -> None:

@@ -17,6 +17,6 @@ project's research notes for the third-party sources of each fact).
 
 from connectors.trello.client import STREAM, TrelloConnector
 from connectors.trello.settings import TrelloSettings
-from connectors.trello.spec import SPEC, build
+from connectors.trello.spec import SPEC, build, connect
 
-__all__ = ["SPEC", "STREAM", "TrelloConnector", "TrelloSettings", "build"]
+__all__ = ["SPEC", "STREAM", "TrelloConnector", "TrelloSettings", "build", "connect"]

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from connectors.trello.access import TrelloPacer
 from connectors.trello.convert import (
     SOURCE,
     Board,
@@ -91,6 +92,7 @@ class TrelloConnector:
         callback_url: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_feed_pages: int = 20,
+        pacer: TrelloPacer | None = None,
     ) -> None:
         if not settings.board_id:
             raise ConfigError("trello: set SYNC_TRELLO__BOARD_ID")
@@ -104,6 +106,8 @@ class TrelloConnector:
         self._board: Board | None = None
         self._amount_field: tuple[str | None] | None = None
         self._member: str | None = settings.member_id
+        self.pacer = pacer
+        """The key/token pacer (``pacer.limited``: 429s by the budget they named), when built so."""
 
     def __repr__(self) -> str:
         return f"TrelloConnector({self._api!r}, board={self._reader.board_id!r})"

@@ -9,6 +9,9 @@ Trello checks a callback URL with ``HEAD`` before it registers a webhook.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
@@ -19,11 +22,12 @@ from connectors.trello.convert import format_since
 from connectors.trello.settings import TrelloSettings
 from sync_worker.connector import Connector
 from sync_worker.errors import ConfigError
-from sync_worker.http import ApiClient
+from sync_worker.http import ApiClient, RateLimiter
+from sync_worker.mappings import Mappings
 from sync_worker.plugins import BuildContext, ConnectorSpec, SandboxOptions, SandboxServer, StreamSpec
 from sync_worker.ratelimit import Limit, LocalRateLimiter
 
-__all__ = ["SPEC", "build"]
+__all__ = ["SPEC", "build", "connect"]
 
 WEBHOOK_PATH = "/webhooks/trello"
 
@@ -41,17 +45,45 @@ def _callback_url(section: TrelloSettings, settings: Any) -> str | None:
     return f"{str(public).rstrip('/')}{WEBHOOK_PATH}" if public else None
 
 
+def connect(
+    section: TrelloSettings,
+    mappings: Callable[[], Mappings],
+    *,
+    limiter: RateLimiter | None = None,
+    callback_url: str | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], None] = time.sleep,
+    max_attempts: int = 4,
+) -> TrelloConnector:
+    """A connector for ``section``; without ``limiter`` an in-process one with the same budgets.
+
+    Raises :class:`ConfigError` when the key, token or board is missing.
+    """
+    if not section.enabled:
+        raise ConfigError("trello: set SYNC_TRELLO__API_KEY, SYNC_TRELLO__TOKEN and SYNC_TRELLO__BOARD_ID")
+    inner = limiter if limiter is not None else LocalRateLimiter(limits(section), sleep=sleep)
+    pacer = TrelloPacer(inner, token_bucket(section))
+    install_log_filter()
+    api = ApiClient(
+        "trello",
+        str(section.base_url),
+        auth=KeyTokenAuth(section, pacer),
+        limiter=pacer,
+        sleep=sleep,
+        max_attempts=max_attempts,
+    )
+    return TrelloConnector(api, section, mappings, callback_url=callback_url, clock=clock, pacer=pacer)
+
+
 def build(ctx: BuildContext) -> Connector:
     """The connector on the core's HTTP boundary, paced by ``ctx.limiter`` (or in-process)."""
     section = _section(ctx.section)
-    if not section.enabled:
-        raise ConfigError("trello: set SYNC_TRELLO__API_KEY, SYNC_TRELLO__TOKEN and SYNC_TRELLO__BOARD_ID")
-    inner = ctx.limiter if ctx.limiter is not None else LocalRateLimiter(limits(section))
-    pacer = TrelloPacer(inner, token_bucket(section))
-    install_log_filter()
-    api = ApiClient("trello", str(section.base_url), auth=KeyTokenAuth(section, pacer), limiter=pacer)
-    return TrelloConnector(
-        api, section, ctx.mappings, callback_url=_callback_url(section, ctx.settings), clock=ctx.clock
+    return connect(
+        section,
+        ctx.mappings,
+        limiter=ctx.limiter,
+        callback_url=_callback_url(section, ctx.settings),
+        clock=ctx.clock,
     )
 
 

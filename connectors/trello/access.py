@@ -14,8 +14,9 @@
   bucket and in the key bucket (and in ``members`` for ``/1/members/``) for each request.
 - A 429 body names the budget that ran out, ``{"error":"API_TOKEN_LIMIT_EXCEEDED"}`` or
   ``{"error":"API_KEY_LIMIT_EXCEEDED"}``, and no rate-limit header is documented; over 200 429s per
-  key in a window make every request 429 for the rest of it. So a 429 blocks that budget for a whole
-  window in the shared limiter (every worker waits) and is counted by kind in
+  key in a window make every request 429 for the rest of it. Nothing says when the window that ran
+  out began, so a 429 blocks that budget in the shared limiter for half a window, the expected rest
+  of it (every worker waits, so 429s stay rare and far from the lockout), and is counted by kind in
   :attr:`TrelloPacer.limited`; the request itself is retried by the core's HTTP client.
 """
 
@@ -36,6 +37,7 @@ from sync_worker.http import RateLimiter
 from sync_worker.ratelimit import Limit, account_key
 
 __all__ = [
+    "BLOCK_SECONDS",
     "KEY_BUCKET",
     "LIMIT_ERRORS",
     "MEMBERS_BUCKET",
@@ -51,6 +53,7 @@ __all__ = [
 KEY_BUCKET = "default"
 MEMBERS_BUCKET = "members"
 WINDOW_SECONDS = 10.0
+BLOCK_SECONDS = WINDOW_SECONDS / 2
 LIMIT_ERRORS: Mapping[str, str] = {
     "API_KEY_LIMIT_EXCEEDED": "key",
     "API_TOKEN_LIMIT_EXCEEDED": "token",
@@ -118,12 +121,12 @@ class TrelloPacer:
         self._inner.observe(self._token, headers)
 
     def limit_hit(self, kind: str) -> None:
-        """A 429 named ``kind`` ("key" or "token"): every worker waits a window on that budget."""
+        """A 429 named ``kind`` ("key" or "token"): every worker waits half a window on that budget."""
         with self._lock:
             self.limited[kind] += 1
         bucket = KEY_BUCKET if kind == "key" else self._token
-        self._inner.observe(bucket, httpx.Headers({"retry-after": str(WINDOW_SECONDS)}))
-        _log.warning("trello: 429, the %s budget is spent; waiting %.0f s", kind, WINDOW_SECONDS)
+        self._inner.observe(bucket, httpx.Headers({"retry-after": str(BLOCK_SECONDS)}))
+        _log.warning("trello: 429, the %s budget is spent; waiting %.0f s", kind, BLOCK_SECONDS)
 
 
 def limit_kind(response: httpx.Response) -> str:

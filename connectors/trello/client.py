@@ -147,7 +147,9 @@ class TrelloConnector:
         return self._member
 
     def list_stages(self) -> list[SourceStage]:
-        return stages_of(self.board(refresh=True))
+        """The board's open lists in board order (an archived list is no stage a card can enter;
+        cards left on one read as archived)."""
+        return [stage for stage in stages_of(self.board(refresh=True)) if not stage.is_closed]
 
     def to_record(
         self,

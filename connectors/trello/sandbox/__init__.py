@@ -115,7 +115,7 @@ def seed(box: TrelloSandbox, *, deals: int, rng: random.Random, now: datetime) -
         created = now - timedelta(days=rng.randint(5, 90), minutes=rng.randint(0, 1440))
         card = box.create_card(
             person,
-            {"idList": lists[0]["id"], "name": f"Deal {number + 1:04d}", "idMembers": [person["id"]]},
+            {"idList": lists[0]["id"], "name": f"Board deal {number + 1:04d}", "idMembers": [person["id"]]},
             at=created,
             amount=Decimal(rng.randrange(500, 50000, 50)),
             amount_field=amount["id"],

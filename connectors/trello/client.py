@@ -51,6 +51,7 @@ from connectors.trello.feed import (
     chronological,
     is_stage_move,
 )
+from connectors.trello.inbox import normalise_events
 from connectors.trello.reads import BoardReader
 from connectors.trello.settings import TrelloSettings
 from connectors.trello.webhooks import parse_webhook, verify_signature
@@ -63,7 +64,7 @@ from sync_worker.canonical import (
     UpdateResult,
     WebhookEvent,
 )
-from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest, deleted_record
+from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
 from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient
 from sync_worker.mappings import Mappings
@@ -123,7 +124,7 @@ class TrelloConnector:
             self._board = self._reader.board()
         return self._board
 
-    def _board_for(self, cards: Sequence[Mapping[str, Any]]) -> Board:
+    def board_for(self, cards: Sequence[Mapping[str, Any]]) -> Board:
         board = self.board()
         if any(isinstance(c.get("idList"), str) and c["idList"] not in board.lists for c in cards):
             board = self.board(refresh=True)
@@ -201,7 +202,7 @@ class TrelloConnector:
     def _full(self) -> Iterator[PullPage]:
         cursor = self._newest_action() or self._since_now()
         cards = self._reader.all_cards()
-        board = self._board_for(cards)
+        board = self.board_for(cards)
         records = [self.to_record(card, board) for card in cards]
         yield from self._pages(records, [cursor] * len(records), final=cursor)
 
@@ -253,7 +254,7 @@ class TrelloConnector:
                 moved[card_id] = when
         live = [cid for cid, action in last.items() if action.get("type") not in GONE_ACTIONS]
         cards = self._reader.cards(live)
-        board = self._board_for(list(cards.values()))
+        board = self.board_for(list(cards.values()))
         mappings = self._mappings()
         rows: list[tuple[tuple[str, str], CanonicalRecord, str]] = []
         for card_id, action in last.items():
@@ -349,46 +350,15 @@ class TrelloConnector:
         return parse_webhook(body, now=self._clock)
 
     def normalise_events(self, events: Sequence[InboxEvent], ctx: NormaliseContext) -> Normalised:
-        """Deletions answer themselves; the service's own actions are echoes; the other cards are
-        read together (one batch call for up to 10, else the board's card list)."""
-        out = Normalised()
-        to_read: dict[str, list[InboxEvent]] = {}
-        reads_before = self._reader.reads
-        for event in events:
-            if event.object_type != "card":
-                out.skip(event, f"trello {event.action[:40]}: not about a card")
-            elif event.action in GONE_ACTIONS:
-                fallback = deleted_from_action(event.payload, ctx.mappings, self.board())
-                record = deleted_record(event, "deal", ctx, fallback) or fallback
-                out.records.append((record, (event.id,)))
-            elif self._is_own(event.change_source, ctx):
-                out.echo_ids.append(event.id)
-            else:
-                to_read.setdefault(event.object_id, []).append(event)
-        if to_read:
-            cards = self._reader.cards(list(to_read))
-            board = self._board_for(list(cards.values()))
-            for card_id, group in to_read.items():
-                ids = tuple(e.id for e in group)
-                newest = max(group, key=lambda e: e.occurred_at)
-                card = cards.get(card_id)
-                if card is None:
-                    for event in group:
-                        out.skip(event, "trello: card not readable now (deleted or moved off the board)")
-                    continue
-                moves = [e.occurred_at for e in group if e.property_name == "idList"]
-                record = self.to_record(
-                    card,
-                    board,
-                    updated_at=newest.occurred_at,
-                    stage_changed_at=max(moves) if moves else None,
-                    change_source=newest.change_source,
-                )
-                out.records.append((record, ids))
-        out.reads = self._reader.reads - reads_before
-        return out
+        """See :func:`connectors.trello.inbox.normalise_events`."""
+        return normalise_events(self, events, ctx)
 
-    def _is_own(self, change_source: str | None, ctx: NormaliseContext) -> bool:
+    @property
+    def reader(self) -> BoardReader:
+        return self._reader
+
+    def is_own(self, change_source: str | None, ctx: NormaliseContext) -> bool:
+        """True when the token's member (or a configured marker) made the change."""
         if change_source is None:
             return False
         return ctx.is_own(change_source) or change_source == self.member_id()

@@ -6,6 +6,7 @@ Payload shapes follow section 4 of the research notes (py-trello, trello.js, Atl
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -413,3 +414,15 @@ def test_prepare_registers_the_webhook_once(mappings: Mappings) -> None:
     }
     tokens.respond(json=[{"id": "t", "webhooks": [{"callbackURL": url, "idModel": BOARD}]}])
     assert trello.prepare() == [] and post.call_count == 1
+
+
+@respx.mock
+def test_httpx_request_log_lines_carry_neither_key_nor_token(
+    mappings: Mappings, caplog: pytest.LogCaptureFixture
+) -> None:
+    board_routes(respx.mock)
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        connector(mappings).list_stages()
+    lines = [record.getMessage() for record in caplog.records if record.name == "httpx"]
+    assert lines and all(KEY not in line and TOKEN not in line for line in lines)
+    assert any("key=REDACTED" in line for line in lines)

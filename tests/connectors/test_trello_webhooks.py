@@ -204,3 +204,17 @@ def test_without_a_configured_member_the_token_member_is_learned_once(mappings: 
     ]
     out = trello.normalise_events(events, ctx)
     assert out.echo_ids == [1, 2] and me.call_count == 1
+
+
+@respx.mock
+def test_a_card_now_on_another_board_left_this_pipeline(mappings: Mappings) -> None:
+    board_routes(respx.mock)
+    moved = "5f0000000000000000000c05"
+    respx.get(f"{BASE}/1/batch").respond(
+        json=[{"200": card(moved, "Leads", idBoard="5f00000000000000000b0b0b")}]
+    )
+    events = [inbox(1, action("5f00000000000000000000a1", "updateCard", moved))]
+    ctx = NormaliseContext(mappings=mappings, lookup=lambda s, k, i: stored(i))
+    out = connect(settings(), lambda: mappings).normalise_events(events, ctx)
+    ((record, ids),) = out.records
+    assert (record.external_id, record.status, record.title, ids) == (moved, "deleted", "Kept title", (1,))

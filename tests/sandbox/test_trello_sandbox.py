@@ -259,3 +259,26 @@ def test_the_sandbox_answers_the_documented_limits(box: TrelloSandboxServer) -> 
     }
     assert box.rate_limited() >= len(limited)
     time.sleep(10.1)  # the token's window ends; later tests in this module need it
+
+
+def test_the_key_budget_spans_tokens_and_200_refusals_lock_the_key_out() -> None:
+    from connectors.trello.sandbox.app import TrelloApp
+    from connectors.trello.sandbox.state import TrelloSandbox
+
+    state = TrelloSandbox(api_key="k", app_secret="s")
+    try:
+        app = TrelloApp(state)
+        # Given four tokens of one key: 100 each per window, 300 for the key
+        answers = [app.check_limits("k", f"t{n % 4}", "/1/boards/b") for n in range(400)]
+        refused = [r for r in answers if r is not None]
+        assert len(refused) == 100
+        assert b"API_KEY_LIMIT_EXCEEDED" in refused[0].body
+        # When the key collects more than 200 refusals in the window
+        for _ in range(101):
+            app.check_limits("k", "t9", "/1/boards/b")
+        # Then even a fresh token of that key is refused for the rest of the window
+        locked = app.check_limits("k", "fresh", "/1/boards/b")
+        assert locked is not None and b"API_KEY_LIMIT_EXCEEDED" in locked.body
+        assert app.check_limits("other-key", "fresh", "/1/boards/b") is None
+    finally:
+        state.close()

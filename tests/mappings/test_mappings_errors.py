@@ -235,9 +235,9 @@ def test_optional_stage_left_out_is_an_error_only_where_a_source_names_it(
     with pytest.raises(MappingError) as caught:
         load_mappings(mappings_dir)
     # Then only the source entries that map onto nurture are reported, at their line
-    lgm = mappings_dir / "lagrowthmachine.yaml"
+    message = "canonical stage 'nurture' is not defined in canonical.yaml"
     found = {(i.file, i.message) for i in caught.value.issues}
-    assert found == {(str(lgm), "canonical stage 'nurture' is not defined in canonical.yaml")}
+    assert found == {(str(mappings_dir / name), message) for name in ("lagrowthmachine.yaml", "trello.yaml")}
     assert all(i.key.endswith(".canonical") and i.line is not None for i in caught.value.issues)
 
 

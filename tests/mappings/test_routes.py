@@ -241,11 +241,11 @@ ENTRY_ERRORS = [
     ),
     (
         "    to: lagrowthmachine\n",
-        "    to: trello\n",
-        "to: trello",
+        "    to: nosuchcrm\n",
+        "to: nosuchcrm",
         1,
         "routes[3].to",
-        "unknown system 'trello'",
+        "unknown system 'nosuchcrm'",
     ),
     (
         "    from: pipedrive\n    to: hubspot\n",

@@ -217,3 +217,28 @@ def test_loading_refuses_with_a_mapping_error(mappings_dir: Path) -> None:
     with pytest.raises(MappingError) as caught:
         load_mappings(mappings_dir)
     assert caught.value.key == "(file)"
+
+
+def test_the_polling_reload_survives_hostile_files_and_takes_the_next_good_edit(mappings_dir: Path) -> None:
+    # Given a running holder polling the directory
+    holder = MappingsHolder(mappings_dir, interval=0.05, logger=logging.getLogger("test.bounds"))
+    good = holder.current
+    path = mappings_dir / "pipedrive.yaml"
+    text = path.read_text(encoding="utf-8")
+    holder.start()
+    try:
+        # When the file becomes a FIFO, then an alias bomb, for a few polls each
+        _replace_with_fifo(path)
+        time.sleep(0.5)
+        path.unlink()
+        path.write_text(text + alias_bomb(9).replace("a", "x"), encoding="utf-8")
+        time.sleep(1.5)
+        assert holder.current is good
+        # Then the next good edit is still picked up
+        path.write_text(text.replace("canonical: meeting", "canonical: qualified", 1), encoding="utf-8")
+        deadline = time.monotonic() + 10
+        while holder.current is good and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder.current is not good
+    finally:
+        holder.stop()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +30,7 @@ from connectors.clinchpad.convert import SOURCE
 from sync_worker.canonical import UNRECOGNISED_ACTION, WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, SignatureError
+from sync_worker.payloads import decode_json
 
 __all__ = ["ACTION_DELETED", "CONTENT_FAMILIES", "owner_marker", "parse_body", "verify_handshake"]
 
@@ -46,8 +46,8 @@ def owner_marker(user_id: str) -> str:
 
 def _object(body: bytes) -> Mapping[str, Any] | None:
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        data = decode_json(body, SOURCE)
+    except PayloadError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -70,9 +70,9 @@ def _time(value: Any, now: Callable[[], datetime]) -> datetime:
         text = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved into UTC
             raise PayloadError("clinchpad: activity.created_at is not an ISO 8601 time") from None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     return now()
 
 

@@ -30,12 +30,13 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sync_worker.canonical import WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, SignatureError
+from sync_worker.payloads import decode_json, epoch_time
 
 __all__ = [
     "MAX_EVENTS",
@@ -71,6 +72,11 @@ _HANDLED_OBJECTS = frozenset({"deal", "contact"})
 _HANDLED_ACTIONS = frozenset({"creation", "deletion", "propertyChange", "merge", "restore"})
 
 
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts ``²``, which ``int()`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def signed_uri(url: str) -> str:
     """The URI as HubSpot signs it: the documented escapes decoded, every other one kept."""
     return _ESCAPE.sub(lambda m: _DECODED[m.group(1).upper()], url)
@@ -96,7 +102,7 @@ def verify_signature(
     given_v3 = headers.get("x-hubspot-signature-v3")
     if given_v3:
         timestamp = headers.get("x-hubspot-request-timestamp", "").strip()
-        if not timestamp.isdigit():
+        if not (_is_digits(timestamp) and len(timestamp) <= 16):
             raise SignatureError("hubspot: missing or malformed X-HubSpot-Request-Timestamp")
         now_ms = int(now.timestamp() * 1000)
         if abs(now_ms - int(timestamp)) > MAX_SKEW_MS:
@@ -122,7 +128,7 @@ def _object_id(value: object, where: str, field: str) -> str:
         raise PayloadError(f"{where}: {field} is missing")
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_digits(value.strip()):
         return value.strip()
     raise PayloadError(f"{where}: {field} must be a numeric id")
 
@@ -132,7 +138,7 @@ def _millis(value: object, where: str) -> int:
         raise PayloadError(f"{where}: occurredAt must be epoch milliseconds")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _is_digits(value.strip()) and len(value.strip()) <= 20:
         return int(value)
     if value is None:
         raise PayloadError(f"{where}: occurredAt is missing")
@@ -174,7 +180,8 @@ def _event(index: int, item: object) -> WebhookEvent:
     else:
         object_type = prefix
     attempt = item.get("attemptNumber", 0)
-    if isinstance(attempt, bool) or not isinstance(attempt, int | str) or not str(attempt).isdigit():
+    text = str(attempt) if isinstance(attempt, int | str) and not isinstance(attempt, bool) else ""
+    if not _is_digits(text) or len(text) > 9:
         raise PayloadError(f"{where}: attemptNumber must be a non-negative integer")
     source = item.get("changeSource")
     source_id = item.get("sourceId")
@@ -189,7 +196,7 @@ def _event(index: int, item: object) -> WebhookEvent:
         object_type=object_type,
         object_id=object_id,
         action=action,
-        occurred_at=datetime.fromtimestamp(occurred_ms / 1000, UTC),
+        occurred_at=epoch_time(occurred_ms, per_second=1000, what=f"{where}: occurredAt"),
         raw=item,
         property_name=str(name) if name is not None else None,
         property_value=None if value is None else str(value),
@@ -201,10 +208,7 @@ def _event(index: int, item: object) -> WebhookEvent:
 
 def parse_events(body: bytes) -> list[WebhookEvent]:
     """The events of one delivery; :class:`PayloadError` naming the problem when malformed."""
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PayloadError("hubspot: body is not valid JSON") from exc
+    data = decode_json(body, "hubspot")
     if not isinstance(data, list):
         raise PayloadError("hubspot: body must be a JSON array of events")
     if len(data) > MAX_EVENTS:

@@ -45,6 +45,7 @@ from connectors.lagrowthmachine.convert import SOURCE, is_incoming, parse_id, pa
 from sync_worker.canonical import UNRECOGNISED_ACTION, WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, SignatureError
+from sync_worker.payloads import decode_json
 
 __all__ = [
     "ACTION_MESSAGE_SENT",
@@ -183,10 +184,10 @@ def parse_body(body: bytes, *, received_at: datetime) -> list[WebhookEvent]:
     ``received_at`` dates the events of an unrecognised body (it carries no date of its own).
     """
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        text = body[:_BODY_TEXT_LIMIT].decode("utf-8", errors="replace")
-        return [_unrecognised({"body": text}, body, "body is not valid JSON", received_at)]
+        data = decode_json(body, SOURCE)
+    except PayloadError as exc:
+        text = body[:_BODY_TEXT_LIMIT].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+        return [_unrecognised({"body": text}, body, str(exc), received_at)]
     items = data if isinstance(data, list) else [data]
     if not items:
         text = body.decode("utf-8", "replace")

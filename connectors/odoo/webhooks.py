@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from datetime import datetime
 
@@ -29,6 +28,7 @@ from connectors.odoo.convert import SOURCE, change_source, many2one_id, parse_ti
 from sync_worker.canonical import WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, PermanentError, SignatureError
+from sync_worker.payloads import decode_json
 
 __all__ = ["HANDLED_MODEL", "TOKEN_PARAM", "parse_webhook", "verify_token"]
 
@@ -49,10 +49,7 @@ def verify_token(request: WebhookRequest, secret: SecretStr | None) -> None:
 
 def parse_webhook(body: bytes, *, now: Callable[[], datetime]) -> list[WebhookEvent]:
     """The one event of a server-action delivery; :class:`PayloadError` when it is not one."""
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError("odoo webhook: body is not valid JSON") from exc
+    payload = decode_json(body, "odoo webhook")
     if not isinstance(payload, dict):
         raise PayloadError("odoo webhook: body is not a JSON object")
     model = payload.get("_model")
@@ -61,7 +58,7 @@ def parse_webhook(body: bytes, *, now: Callable[[], datetime]) -> list[WebhookEv
         raise PayloadError("odoo webhook: _model or _id is missing")
     try:
         written = parse_time(payload.get("write_date"), "write_date")
-    except PermanentError as exc:
+    except (PermanentError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved into UTC
         raise PayloadError("odoo webhook: write_date is not a YYYY-MM-DD HH:MM:SS time") from exc
     digest = hashlib.sha256(body).hexdigest()[:16]
     stamp = written.isoformat() if written else "-"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +36,7 @@ from connectors.pipedrive.convert import SOURCE, parse_time
 from sync_worker.canonical import WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, PermanentError, SignatureError
+from sync_worker.payloads import decode_json, epoch_time
 
 __all__ = ["HANDLED_OBJECTS", "parse_webhook", "verify_basic_auth"]
 
@@ -133,7 +133,7 @@ def _parse_v2(body: Mapping[str, Any], now: Callable[[], datetime]) -> WebhookEv
     object_id = _id(raw_id, "meta.entity_id")
     try:
         occurred = parse_time(meta.get("timestamp"), "meta.timestamp")
-    except PermanentError as exc:
+    except (PermanentError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved into UTC
         raise PayloadError("pipedrive webhook: meta.timestamp is not an RFC 3339 time") from exc
     name, value = _watched_change(data, previous)
     return WebhookEvent(
@@ -173,7 +173,11 @@ def _parse_v1(body: Mapping[str, Any], now: Callable[[], datetime]) -> WebhookEv
     micro = meta.get("timestamp_micro")
     if isinstance(stamp, bool) or not isinstance(stamp, int | float | type(None)):
         raise PayloadError("pipedrive webhook: meta.timestamp is not epoch seconds")
-    occurred = datetime.fromtimestamp(stamp, UTC) if stamp is not None else now()
+    occurred = (
+        epoch_time(stamp, per_second=1, what="pipedrive webhook: meta.timestamp")
+        if stamp is not None
+        else now()
+    )
     # v1 has no delivery id; a change is the same change across retries when object, action
     # and the event's own timestamp agree (``retry`` grows, these do not).
     moment = _text(micro) or _text(stamp)
@@ -210,10 +214,7 @@ def parse_webhook(
 
     ``now`` stamps an event whose payload carries no time.
     """
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError("pipedrive webhook: body is not valid JSON") from exc
+    decoded = decode_json(body, "pipedrive webhook")
     if not isinstance(decoded, dict):
         raise PayloadError("pipedrive webhook: body is not a JSON object")
     if _is_v1(decoded):

@@ -21,9 +21,8 @@ record is read (``Modified_By``). The token never reaches the stored events.
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
@@ -32,6 +31,7 @@ from connectors.zoho.convert import SOURCE, format_time
 from sync_worker.canonical import WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, SignatureError
+from sync_worker.payloads import decode_json, epoch_time
 
 __all__ = ["WATCHED_EVENTS", "parse_callback", "verify_callback", "watch_body"]
 
@@ -61,10 +61,7 @@ def watch_body(*, channel_id: str, notify_url: str, token: SecretStr, expiry: da
 
 
 def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError("zoho callback: body is not valid JSON") from exc
+    decoded = decode_json(body, "zoho callback")
     if not isinstance(decoded, dict):
         raise PayloadError("zoho callback: body is not a JSON object")
     return decoded
@@ -111,7 +108,7 @@ def _occurred(body: Mapping[str, Any], now: datetime) -> datetime:
     stamp = body.get("server_time")
     if isinstance(stamp, bool) or not isinstance(stamp, int | float):
         return now
-    return datetime.fromtimestamp(stamp / 1000, UTC)
+    return epoch_time(stamp, per_second=1000, what="zoho callback: server_time")
 
 
 def parse_callback(body: bytes, *, now: datetime) -> list[WebhookEvent]:

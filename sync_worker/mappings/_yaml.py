@@ -3,6 +3,12 @@
 PyYAML's composer gives nodes with start marks; we build the Python values ourselves from those
 nodes so that every key path (``("pipelines", 0, "stages", 2, "id")``) keeps its 1-based line, and
 so that a key repeated in one mapping is reported instead of silently overwritten.
+
+The composer keeps an alias as a second reference to its anchor's node, so a "billion laughs"
+document is small as nodes and huge only once built. Building counts every value it makes, alias
+expansions included, and stops at :data:`MAX_VALUES` with an issue at the top-level key whose value
+passed the limit: the expansion is refused, never built. Nesting deeper than the parser's own recursion is
+refused too.
 """
 
 from __future__ import annotations
@@ -16,11 +22,23 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sync_worker.errors import MappingIssue
 
-__all__ = ["KeyPath", "ParsedYaml", "format_path", "parse_yaml"]
+__all__ = ["MAX_VALUES", "KeyPath", "ParsedYaml", "format_path", "parse_yaml"]
 
 KeyPath = tuple[str | int, ...]
 
 _MAX_DEPTH = 40
+MAX_VALUES = 100_000
+"""Values one file may build, aliases expanded (the shipped files build a few hundred)."""
+
+
+class _TooManyValues(Exception):
+    """Raised by the builder to stop at :data:`MAX_VALUES`; carries where it stopped."""
+
+    def __init__(self, node: Node, path: KeyPath, aliases: int) -> None:
+        super().__init__(path)
+        self.node = node
+        self.path = path
+        self.aliases = aliases
 
 
 def format_path(path: KeyPath) -> str:
@@ -65,6 +83,22 @@ def parse_yaml(text: str, file: str) -> ParsedYaml:
             parsed.issues.append(MappingIssue(file, 1, "(root)", "the file is empty"))
             return parsed
         parsed.data = _Builder(parsed).build(node, ())
+    except _TooManyValues as exc:
+        # An expanded alias carries its anchor's marks; the top-level key's line is where it is used.
+        line = parsed.lines.get(exc.path[:1], exc.node.start_mark.line + 1)
+        parsed.issues.append(
+            MappingIssue(
+                file,
+                line,
+                format_path(exc.path[:1] or exc.path),
+                f"the document expands to more than {MAX_VALUES} values ({exc.aliases} alias "
+                "expansion(s) so far); refused without building it (an alias bomb?)",
+            )
+        )
+        parsed.data = None
+    except RecursionError:
+        parsed.issues.append(MappingIssue(file, None, "(syntax)", "YAML error: nested too deeply"))
+        parsed.data = None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -83,8 +117,21 @@ class _Builder:
     def __init__(self, parsed: ParsedYaml) -> None:
         self._parsed = parsed
         self._constructor = SafeConstructor()
+        self._built = 0
+        self._seen: set[int] = set()
+        self._aliases = 0
+
+    def _count(self, node: Node, path: KeyPath) -> None:
+        if id(node) in self._seen:
+            self._aliases += 1  # the same node again: an alias being expanded
+        else:
+            self._seen.add(id(node))
+        self._built += 1
+        if self._built > MAX_VALUES:
+            raise _TooManyValues(node, path, self._aliases)
 
     def build(self, node: Node, path: KeyPath) -> Any:
+        self._count(node, path)
         self._parsed.lines.setdefault(path, node.start_mark.line + 1)
         if len(path) > _MAX_DEPTH:
             self._parsed.issues.append(self._parsed.issue(path, "nested too deeply"))
@@ -109,6 +156,7 @@ class _Builder:
                     self._parsed.issue(path, f"line {line}: a mapping key must be a plain value")
                 )
                 continue
+            self._count(key_node, path)
             key = self._constructor.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | bool | float) and key is not None:
                 key = str(key)

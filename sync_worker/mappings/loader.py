@@ -13,10 +13,18 @@ issues of all the files are gathered before anything is raised:
 
 Each :class:`~sync_worker.errors.MappingIssue` names the file, the line and the key path.
 Canonical stages a target cannot be pushed are warnings, not errors.
+
+Admin input is bounded: only regular files are read (a symlink to one is fine; a device such as
+``/dev/zero``, a FIFO, a directory or a symlink loop is refused without blocking), at most
+:data:`MAX_FILE_BYTES` of each, and YAML alias expansion is capped by the parser
+(:data:`~sync_worker.mappings._yaml.MAX_VALUES`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,8 +42,10 @@ from sync_worker.mappings.models import PipelineMapping, SourceMapping, normalis
 from sync_worker.mappings.route_checks import build_routes
 from sync_worker.mappings.routes import ROUTES_FILE, Routes
 
-__all__ = ["CANONICAL_FILE", "NOT_SOURCE_FILES", "load_mappings", "validate_directory"]
+__all__ = ["CANONICAL_FILE", "MAX_FILE_BYTES", "NOT_SOURCE_FILES", "load_mappings", "validate_directory"]
 
+MAX_FILE_BYTES = 1024 * 1024
+"""The largest mapping file read (the shipped ones are a few kilobytes)."""
 CANONICAL_FILE = "canonical.yaml"
 NOT_SOURCE_FILES = frozenset({"canonical", "routes"})
 _CLOSED_KINDS = {StageKey.WON: StageKind.WON, StageKey.LOST: StageKind.LOST}
@@ -59,17 +69,24 @@ def validate_directory(directory: Path) -> tuple[Mappings | None, list[MappingIs
     """``(mappings or None, errors, warnings)``; mappings is None exactly when there are errors."""
     errors: list[MappingIssue] = []
     warnings: list[str] = []
-    if not directory.is_dir():
-        errors.append(MappingIssue(str(directory), None, "(directory)", "not a directory"))
+    try:
+        names = sorted(entry.name for entry in os.scandir(directory))
+    except OSError as exc:
+        why = "a symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or "cannot be listed")
+        errors.append(MappingIssue(str(directory), None, "(directory)", f"not a directory: {why}"))
         return None, errors, warnings
     canonical_path = directory / CANONICAL_FILE
     model: StageModel | None = None
-    if canonical_path.is_file():
+    if _present(canonical_path):
         model = _load_canonical(canonical_path, errors)
     else:
         errors.append(MappingIssue(str(canonical_path), None, "(file)", "missing: the canonical stage model"))
     sources: dict[str, SourceIndex] = {}
-    source_paths = sorted(p for p in directory.glob("*.yaml") if p.stem not in NOT_SOURCE_FILES)
+    source_paths = [
+        directory / name
+        for name in names
+        if name.endswith(".yaml") and not name.startswith(".") and name[:-5] not in NOT_SOURCE_FILES
+    ]
     known = frozenset(stage.key for stage in model.stages) if model is not None else None
     for path in source_paths:
         index = _load_source(path, errors, warnings, known)
@@ -77,7 +94,7 @@ def validate_directory(directory: Path) -> tuple[Mappings | None, list[MappingIs
             sources[path.stem] = index
     routes_path = directory / ROUTES_FILE
     routes = Routes()
-    if routes_path.is_file():
+    if _present(routes_path):
         stage_files = {path.stem: sources.get(path.stem) for path in source_paths}
         loaded = _load_routes(routes_path, stage_files, errors)
         routes = loaded if loaded is not None else routes
@@ -98,10 +115,69 @@ def _sorted(errors: list[MappingIssue], order: tuple[Path, ...]) -> list[Mapping
     return sorted(errors, key=lambda e: (rank.get(e.file, -1), e.line or 0))
 
 
+def _present(path: Path) -> bool:
+    """The name exists, whatever it is (``is_file()`` would hide a FIFO or a symlink loop)."""
+    return os.path.lexists(path)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "an unknown kind of file"
+
+
+class _UnreadableError(Exception):
+    """A mapping file that is not read, and why."""
+
+
+_OVER_LIMIT = f"over the {MAX_FILE_BYTES}-byte limit for a mapping file"
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; :class:`_UnreadableError` saying why it is refused (see the module docstring).
+
+    The type is checked before opening (opening a FIFO would block) and again on the open
+    descriptor (the name may have been swapped in between); O_NONBLOCK keeps even that open from
+    waiting on a FIFO's writer.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _UnreadableError("a symlink loop") from exc
+        raise _UnreadableError(exc.strerror or str(exc)) from exc
+    if not stat.S_ISREG(mode):
+        raise _UnreadableError(f"{_kind(mode)}, not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _UnreadableError(exc.strerror or str(exc)) from exc
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
+            raise _UnreadableError(f"{_kind(opened.st_mode)}, not a regular file")
+        if opened.st_size > MAX_FILE_BYTES:
+            raise _UnreadableError(f"{opened.st_size} bytes, {_OVER_LIMIT}")
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _UnreadableError(f"more bytes than announced, {_OVER_LIMIT}")
+    return data.decode("utf-8")
+
+
 def _read(path: Path, errors: list[MappingIssue]) -> ParsedYaml | None:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = _read_text(path)
+    except UnicodeDecodeError as exc:
+        errors.append(MappingIssue(str(path), None, "(file)", f"cannot read: not UTF-8 ({exc.reason})"))
+        return None
+    except _UnreadableError as exc:
         errors.append(MappingIssue(str(path), None, "(file)", f"cannot read: {exc}"))
         return None
     parsed = parse_yaml(text, str(path))

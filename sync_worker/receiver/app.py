@@ -3,8 +3,9 @@
 Routes (the architecture's HTTP contract):
 
 - ``POST /webhooks/{source}``: 2xx only once the events are committed to the store's inbox; 401 bad
-  or missing signature/credentials; 400 malformed body; 413 body over ``webhook_max_bytes``; 404
-  unknown source; 503 store unavailable (the sender retries). A broker outage does not fail the
+  or missing signature/credentials; 400 malformed body; 413 body over ``webhook_max_bytes``; 408
+  (connection closed) body not received within ``body_timeout``; 404 unknown source; 503 store
+  unavailable (the sender retries). A broker outage does not fail the
   request: the events are durable and the sweeper enqueues them later.
 - ``GET /healthz``: the process is up. ``GET /readyz``: store, broker and mappings, each named.
 - ``GET /metrics``: Prometheus text, with the leak gauges (open flags, amount at risk and weighted
@@ -53,7 +54,7 @@ from sync_worker.mappings import Mappings
 from sync_worker.metrics import CONTENT_TYPE, ReceiverMetrics, RequestOutcome
 from sync_worker.plugins import deal_links, registry
 from sync_worker.receiver.access import AccessLogMiddleware
-from sync_worker.receiver.wire import error_response, read_body, webhook_request
+from sync_worker.receiver.wire import BodyTimeoutError, error_response, read_body, webhook_request
 from sync_worker.report import render_report_html
 from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
@@ -63,6 +64,7 @@ __all__ = ["MappingsSource", "create_app"]
 _log = logging.getLogger(__name__)
 
 _RETRY_AFTER = {"Retry-After": "30"}
+_CLOSE = {"Connection": "close"}
 
 
 def _utc_now() -> datetime:
@@ -88,6 +90,8 @@ def _token_matches(request: Request, expected: str) -> bool:
 
 
 def _outcome_for(exc: Exception) -> tuple[RequestOutcome, Response]:
+    if isinstance(exc, BodyTimeoutError):
+        return "bad_request", error_response(408, "request_timeout", str(exc), headers=_CLOSE)
     if isinstance(exc, SignatureError):
         return "unauthorized", error_response(401, "unauthorized", str(exc))
     if isinstance(exc, PayloadTooLargeError):
@@ -118,8 +122,10 @@ class _Receiver:
         on_close: Sequence[Callable[[], None]],
         report_store: SyncStore | None,
         clock: Callable[[], datetime],
+        body_timeout: float | None,
     ) -> None:
         self.settings = settings
+        self.body_timeout = body_timeout
         self.store = store
         self.broker = broker
         self.mappings_holder = mappings_holder
@@ -157,7 +163,7 @@ class _Receiver:
         spec = registry().get(source)
         started = self.timer()
         try:
-            body = await read_body(request, self.settings.webhook_max_bytes)
+            body = await read_body(request, self.settings.webhook_max_bytes, self.body_timeout)
             hook = webhook_request(request, body, self.settings.public_url)
             result = await run_in_threadpool(
                 accept_webhook,
@@ -168,7 +174,13 @@ class _Receiver:
                 enqueue=self.enqueue,
                 metrics=self.metrics,
             )
-        except (SignatureError, PayloadError, PayloadTooLargeError, StoreUnavailableError) as exc:
+        except (
+            SignatureError,
+            PayloadError,
+            PayloadTooLargeError,
+            StoreUnavailableError,
+            BodyTimeoutError,
+        ) as exc:
             outcome, response = _outcome_for(exc)
             _log.warning(
                 "webhook refused: %s", outcome, extra={"source": source, "status": response.status_code}
@@ -316,6 +328,7 @@ def create_app(
     on_close: Sequence[Callable[[], None]] = (),
     report_store: SyncStore | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    body_timeout: float | None = 15.0,
 ) -> Starlette:
     """The receiver app, wired to the collaborators given (nothing is built from the environment).
 
@@ -327,7 +340,8 @@ def create_app(
     ``metrics`` and ``sweep_once`` for the CLI and tests. ``on_close`` callables run at shutdown.
     ``report_store`` is the store ``GET /report`` and the leak gauges read (default: ``store`` when
     it is a :class:`~sync_worker.store.SyncStore`; None: no report, no leak gauges); ``clock``
-    gives the report's "now" (timezone-aware UTC).
+    gives the report's "now" (timezone-aware UTC). ``body_timeout`` (seconds; None: no deadline)
+    bounds how long a webhook body may take to arrive.
     """
     if report_store is None and isinstance(store, SyncStore):
         report_store = store
@@ -345,6 +359,7 @@ def create_app(
         on_close=on_close,
         report_store=report_store,
         clock=clock,
+        body_timeout=body_timeout,
     )
     routes = [
         Route("/webhooks/{source}", receiver.webhook, methods=["POST"]),

@@ -24,12 +24,22 @@ from sync_worker.errors import ConfigError
 from sync_worker.intake import WebhookSource
 from sync_worker.mappings import Mappings, MappingsHolder
 from sync_worker.receiver.app import create_app
+from sync_worker.receiver.limits import GuardedH11Protocol, connection_cap
 from sync_worker.settings import Settings, load_settings
 from sync_worker.store.store import SyncStore
 
-__all__ = ["APP_FACTORY", "app_from_environment", "build_app", "build_webhook_sources", "serve"]
+__all__ = [
+    "APP_FACTORY",
+    "HEAD_TIMEOUT",
+    "app_from_environment",
+    "build_app",
+    "build_webhook_sources",
+    "serve",
+]
 
 APP_FACTORY = "sync_worker.receiver.serve:app_from_environment"
+HEAD_TIMEOUT = 5
+"""Seconds a connection has to send a complete request head (and an idle keep-alive to live)."""
 
 _log = logging.getLogger(__name__)
 
@@ -85,10 +95,17 @@ def app_from_environment() -> Starlette:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
-    """Run the receiver until interrupted (blocks). ``workers > 1`` starts that many processes."""
+    """Run the receiver until interrupted (blocks). ``workers > 1`` starts that many processes.
+
+    Slow clients are bounded (:mod:`sync_worker.receiver.limits`): the request head must arrive
+    within :data:`HEAD_TIMEOUT` seconds, and each process holds at most
+    :func:`~sync_worker.receiver.limits.connection_cap` connections, below its file limit.
+    """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
     target: str | Starlette = APP_FACTORY if workers > 1 else build_app(settings)
+    cap = connection_cap()
+    _log.info("receiver: at most %d connections per process, request heads within %d s", cap, HEAD_TIMEOUT)
     uvicorn.run(
         target,
         host=host,
@@ -99,4 +116,7 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
         access_log=False,
         server_header=False,
         log_level=settings.log_level.lower(),
+        http=GuardedH11Protocol,
+        timeout_keep_alive=HEAD_TIMEOUT,
+        limit_concurrency=cap,
     )

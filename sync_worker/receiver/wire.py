@@ -2,7 +2,9 @@
 
 The body limit is enforced twice, as an oversized upload must cost neither memory nor the time to
 receive it: a ``Content-Length`` over the limit is refused before a byte is read, and a streamed
-(chunked) body is counted while it arrives and refused as soon as it passes the limit.
+(chunked) body is counted while it arrives and refused as soon as it passes the limit. The whole
+body must arrive within a deadline (:class:`BodyTimeoutError`, a 408 that closes the connection),
+so a client trickling its body does not hold a connection and a worker slot forever.
 
 The URI a provider signs is the one it called. Behind a proxy that is ``SYNC_PUBLIC_URL`` + path +
 query; otherwise the URL the request arrived at, rebuilt from the scheme, the ``Host`` header and the
@@ -12,6 +14,7 @@ https://developers.hubspot.com/docs/apps/legacy-apps/authentication/validating-r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from pydantic import AnyHttpUrl
@@ -21,17 +24,33 @@ from starlette.responses import JSONResponse
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, PayloadTooLargeError
 
-__all__ = ["error_response", "read_body", "signed_url", "webhook_request"]
+__all__ = ["BodyTimeoutError", "error_response", "read_body", "signed_url", "webhook_request"]
+
+_MAX_LENGTH_DIGITS = 18
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, or :class:`PayloadTooLargeError` once it is known to exceed ``limit`` bytes."""
+class BodyTimeoutError(Exception):
+    """The request body did not arrive within its deadline (answered 408, connection closed)."""
+
+
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, or :class:`PayloadTooLargeError` once it is known to exceed ``limit`` bytes,
+    or :class:`BodyTimeoutError` when it has not all arrived ``timeout`` seconds after the head."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        digits = declared.strip()
+        if not (digits.isascii() and digits.isdigit()):
             raise PayloadError("Content-Length is not a number")
-        if int(declared) > limit:
-            raise PayloadTooLargeError(f"body of {int(declared)} bytes is over the {limit}-byte limit")
+        if len(digits) > _MAX_LENGTH_DIGITS or int(digits) > limit:
+            raise PayloadTooLargeError(f"body of {digits[:24]} bytes is over the {limit}-byte limit")
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_stream(request, limit)
+    except TimeoutError as exc:
+        raise BodyTimeoutError(f"the request body did not arrive within {timeout:g} s") from exc
+
+
+async def _read_stream(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

@@ -281,7 +281,7 @@ def broker_middleware(
 
 def broker_url(settings: Settings) -> str:
     """The URL of the broker: ``SYNC_BROKER_URL``, else ``SYNC_REDIS_URL``."""
-    return settings.broker_url or settings.redis_url
+    return settings.broker_url.get_secret_value() if settings.broker_url else settings.redis_url
 
 
 def build_broker(

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./sync-worker.db"
     redis_url: str = "redis://localhost:6379/0"
-    broker_url: str | None = Field(
+    broker_url: SecretStr | None = Field(
         default=None,
         description="Dramatiq broker: redis:// (unset: SYNC_REDIS_URL) or amqp:// for RabbitMQ",
     )
@@ -212,8 +212,8 @@ class Settings(BaseSettings):
 
     @field_validator("broker_url")
     @classmethod
-    def _check_broker_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(
+    def _check_broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
             ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
         ):
             raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")

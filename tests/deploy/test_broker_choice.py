@@ -18,7 +18,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from sync_worker.broker import broker_middleware, broker_url, build_broker, check_broker, enqueue_errors
 from sync_worker.errors import ConfigError, PermanentError, TransientError
-from sync_worker.settings import Settings, load_settings
+from sync_worker.settings import Settings, describe_settings, load_settings
 from tests.reliability.brokers import RabbitmqVhost, rabbitmqctl
 
 CLOSED_AMQP = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -147,3 +147,10 @@ def test_a_message_that_fails_for_good_on_rabbitmq_is_a_dead_letter_in_the_store
     letter = sink.letters[0]
     assert (letter["queue"], letter["actor"], letter["payload"]["args"]) == ("inbox", "refuse", ["42"])
     assert letter["reason"] == "not retryable: PermanentError: deal 42 archived"
+
+
+def test_the_broker_url_is_a_secret_masked_in_the_effective_configuration() -> None:
+    settings = Settings(_env_file=None, broker_url="amqp://sync:r4bbit-pass@rabbit:5672/prod")
+    assert "r4bbit-pass" not in repr(settings)
+    assert describe_settings(settings)["SYNC_BROKER_URL"] == "********"
+    assert broker_url(settings) == "amqp://sync:r4bbit-pass@rabbit:5672/prod"

@@ -1,9 +1,16 @@
-"""The Dramatiq broker: Redis in production, Dramatiq's :class:`StubBroker` in tests.
+"""The Dramatiq broker: Redis or RabbitMQ in production, Dramatiq's :class:`StubBroker` in tests.
 
-:func:`build_broker` makes a :class:`~dramatiq.brokers.redis.RedisBroker` from ``Settings.redis_url``
-with short socket timeouts, so a Redis outage costs a webhook request milliseconds rather than the
-client's default reconnect back-off (the events are already durable in the store; the sweeper enqueues
-them later). :func:`build_stub_broker` gives the same middleware on the in-memory stub.
+:func:`build_broker` reads ``Settings.broker_url`` (``SYNC_BROKER_URL``; unset: ``SYNC_REDIS_URL``).
+``redis://`` gives a :class:`~dramatiq.brokers.redis.RedisBroker` with short socket timeouts, so a
+Redis outage costs a webhook request milliseconds rather than the client's default reconnect
+back-off (the events are already durable in the store; the sweeper enqueues them later).
+``amqp://`` gives Dramatiq's own :class:`~dramatiq.brokers.rabbitmq.RabbitmqBroker`: durable queues
+and persistent messages (a RabbitMQ restart keeps what was queued), publisher confirms (an enqueue
+returns only once RabbitMQ has taken the message; a refusal raises, so the event stays unqueued in
+the store and the sweeper sends it again) and the same short connect timeouts unless the URL's
+query sets pika's own. Rate limits, locks and leases stay on Redis (``SYNC_REDIS_URL``) whichever
+broker carries the messages. :func:`build_stub_broker` gives the same middleware on the in-memory
+stub.
 
 Actors are declared at import time against :data:`UNBOUND_BROKER`, a stub that refuses to enqueue,
 so importing :mod:`sync_worker.actors` opens no connection and creates no default broker.
@@ -31,6 +38,10 @@ two range reads on small sorted sets. The cost of the short timeout: a worker st
 (every handler is idempotent). Dramatiq's dead-message queue keeps failed messages for
 :data:`DEAD_MESSAGE_TTL_MS` (3 days) since the store holds the real copy.
 
+On RabbitMQ a killed worker's unacknowledged messages go back to their queue as soon as its
+connection drops (AMQP 0-9-1 redelivery, https://www.rabbitmq.com/docs/confirms#automatic-requeueing);
+no heartbeat or maintenance pass is involved.
+
 Dramatiq references: brokers and middleware https://dramatiq.io/reference.html, the Redis broker
 https://dramatiq.io/reference.html#dramatiq.brokers.redis.RedisBroker (``heartbeat_timeout``,
 ``dead_message_ttl``, ``maintenance_chance``), retries and ``throws``
@@ -38,7 +49,11 @@ https://dramatiq.io/guide.html#message-retries, middleware hooks
 https://dramatiq.io/reference.html#dramatiq.Middleware, testing with the stub broker
 https://dramatiq.io/cookbook.html#unit-testing. redis-py timeouts and retries:
 https://redis.readthedocs.io/en/stable/connections.html and
-https://redis.readthedocs.io/en/stable/retry.html
+https://redis.readthedocs.io/en/stable/retry.html. RabbitMQ: the broker
+https://dramatiq.io/reference.html#dramatiq.brokers.rabbitmq.RabbitmqBroker (``confirm_delivery``),
+publisher confirms https://www.rabbitmq.com/docs/confirms#publisher-confirms, durability
+https://www.rabbitmq.com/docs/queues#durability, pika's URL parameters
+https://pika.readthedocs.io/en/stable/modules/parameters.html#urlparameters
 """
 
 from __future__ import annotations
@@ -46,10 +61,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import dramatiq
+import pika
+import pika.exceptions
 import redis
 from dramatiq import Actor, Broker, Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import compute_backoff
@@ -78,6 +97,7 @@ __all__ = [
     "DeadLetterSink",
     "TransientRetries",
     "broker_middleware",
+    "broker_url",
     "build_broker",
     "build_stub_broker",
     "check_broker",
@@ -259,6 +279,11 @@ def broker_middleware(
     ]
 
 
+def broker_url(settings: Settings) -> str:
+    """The URL of the broker: ``SYNC_BROKER_URL``, else ``SYNC_REDIS_URL``."""
+    return settings.broker_url.get_secret_value() if settings.broker_url else settings.redis_url
+
+
 def build_broker(
     settings: Settings,
     *,
@@ -268,24 +293,29 @@ def build_broker(
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
     maintenance_chance: int = MAINTENANCE_CHANCE,
     namespace: str = BROKER_NAMESPACE,
-) -> RedisBroker:
-    """A Redis broker for ``settings.redis_url``; connects lazily (no I/O here).
+) -> Broker:
+    """The broker :func:`broker_url` names; connects lazily (no I/O here).
 
     ``heartbeat_timeout_ms`` and ``maintenance_chance`` set how fast a killed worker's messages
-    are redelivered (see the module docstring). ``namespace`` prefixes every Redis key, so a demo
-    or a test never shares queues with a running service.
+    are redelivered by the Redis broker (see the module docstring). ``namespace`` prefixes every
+    Redis key, so a demo or a test never shares queues with a running service; on RabbitMQ the
+    URL's virtual host is what keeps two deployments apart.
     """
+    chosen = list(middleware) if middleware is not None else broker_middleware()
+    url = broker_url(settings)
+    if url.startswith(("amqp://", "amqps://")):
+        return _rabbitmq_broker(url, chosen, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
+    variable = "SYNC_BROKER_URL" if settings.broker_url else "SYNC_REDIS_URL"
     try:
         pool = redis.ConnectionPool.from_url(
-            settings.redis_url,
+            url,
             socket_connect_timeout=connect_timeout,
             socket_timeout=socket_timeout,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
             health_check_interval=30,
         )
     except ValueError as exc:
-        raise ConfigError(f"SYNC_REDIS_URL: not a usable Redis URL ({type(exc).__name__})") from exc
-    chosen = list(middleware) if middleware is not None else broker_middleware()
+        raise ConfigError(f"{variable}: not a usable Redis URL ({type(exc).__name__})") from exc
     # RedisBroker's __init__ is unannotated upstream.
     return RedisBroker(  # type: ignore[no-untyped-call]
         connection_pool=pool,
@@ -295,6 +325,28 @@ def build_broker(
         maintenance_chance=maintenance_chance,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
+
+
+def _rabbitmq_broker(
+    url: str, middleware: list[dramatiq.Middleware], *, connect_timeout: float, socket_timeout: float
+) -> RabbitmqBroker:
+    """Dramatiq's RabbitMQ broker with publisher confirms; pika's timeouts short unless the URL sets them."""
+    try:
+        broker = RabbitmqBroker(url=url, middleware=middleware, confirm_delivery=True)
+    except ValueError as exc:
+        raise ConfigError(f"SYNC_BROKER_URL: not a usable AMQP URL ({type(exc).__name__})") from exc
+    params = broker.parameters if isinstance(broker.parameters, list) else [broker.parameters]
+    for one, part in zip(params, url.split(";"), strict=True):
+        given = parse_qs(urlsplit(part).query)
+        defaults = {
+            "socket_timeout": connect_timeout,
+            "stack_timeout": connect_timeout + socket_timeout,
+            "blocked_connection_timeout": socket_timeout * 6,
+        }
+        for name, value in defaults.items():
+            if name not in given:
+                setattr(one, name, value)
+    return broker
 
 
 def build_stub_broker(*, middleware: Iterable[dramatiq.Middleware] | None = None) -> StubBroker:
@@ -340,11 +392,21 @@ _BROKER_CONNECTION_ERROR: Final[type[BaseException]] = (
 
 def enqueue_errors() -> tuple[type[BaseException], ...]:
     """The exceptions an enqueue raises when the broker cannot take the message right now."""
-    return (redis.RedisError, OSError, _BROKER_CONNECTION_ERROR)
+    return (redis.RedisError, OSError, _BROKER_CONNECTION_ERROR, pika.exceptions.AMQPError)
 
 
 def check_broker(broker: Broker) -> None:
-    """Raise :class:`TransientError` unless the broker answers (Redis ``PING``); stubs always answer."""
+    """Raise :class:`TransientError` unless the broker answers; stubs always answer.
+
+    Redis: ``PING``. RabbitMQ: a connection of its own opened and closed (the broker's connections
+    belong to the threads that made them).
+    """
+    if isinstance(broker, RabbitmqBroker):
+        try:
+            pika.BlockingConnection(broker.parameters).close()
+        except enqueue_errors() as exc:
+            raise TransientError(f"broker unreachable: {type(exc).__name__}") from exc
+        return
     client = getattr(broker, "client", None)
     if not isinstance(broker, RedisBroker) or client is None:
         return

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./sync-worker.db"
     redis_url: str = "redis://localhost:6379/0"
+    broker_url: SecretStr | None = Field(
+        default=None,
+        description="Dramatiq broker: redis:// (unset: SYNC_REDIS_URL) or amqp:// for RabbitMQ",
+    )
     mappings_dir: Path | None = None
     public_url: AnyHttpUrl | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -204,6 +208,15 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
+        ):
+            raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")
         return value
 
     def resolved_mappings_dir(self) -> Path:

@@ -27,6 +27,15 @@ import redis
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.store import SyncStore, upgrade_database
 from tests.conftest import REDIS_SERVER, service_unavailable
+from tests.reliability.brokers import (
+    BROKER_KINDS,
+    BrokerUnderTest,
+    RabbitmqNode,
+    RabbitmqVhost,
+    RedisBrokerUnderTest,
+    RestartableBroker,
+    RestartableRedis,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_REDIS_URL = f"{REDIS_SERVER}/11"
@@ -98,6 +107,48 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[RabbitmqVhost]:
+    """A private virtual host on the machine's RabbitMQ server, deleted afterwards."""
+    vhost = RabbitmqVhost()
+    vhost.create()
+    try:
+        yield vhost
+    finally:
+        vhost.delete()
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker_under_test(
+    request: pytest.FixtureRequest, private_redis: RedisServer
+) -> Iterator[BrokerUnderTest]:
+    """Each broker in turn: the private Redis, or a private vhost on the shared RabbitMQ server."""
+    if request.param == "redis":
+        yield RedisBrokerUnderTest(private_redis.url)
+    else:
+        yield request.getfixturevalue("rabbitmq_vhost")
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def restartable_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RestartableBroker]:
+    """Each broker in turn on a private server the test may restart: Redis (no persistence, as the
+    default compose file's broker before AOF) or a RabbitMQ node of its own."""
+    if request.param == "redis":
+        server = RedisServer(tmp_path)
+        server.start()
+        try:
+            yield RestartableRedis(server)
+        finally:
+            server.stop()
+        return
+    node = RabbitmqNode()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()
 
 
 @pytest.fixture

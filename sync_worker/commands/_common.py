@@ -20,7 +20,16 @@ import click
 from sync_worker.errors import ConfigError, MappingError, SyncWorkerError
 from sync_worker.settings import Settings, load_settings
 
-__all__ = ["errors_to_exit_codes", "install_stop_handlers", "run_child", "settings_from"]
+__all__ = [
+    "MIGRATE_OPTION_HELP",
+    "errors_to_exit_codes",
+    "install_stop_handlers",
+    "prepare_store",
+    "run_child",
+    "settings_from",
+]
+
+MIGRATE_OPTION_HELP = "apply the database migrations first (else refuse an unmigrated store)"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,6 +65,27 @@ def settings_from(ctx: click.Context) -> Settings:
         configure_logging(settings)
         obj["logging_configured"] = True
     return settings
+
+
+def prepare_store(settings: Settings, *, migrate: bool) -> None:
+    """Migrate the store to head (``migrate``) or refuse with :class:`ConfigError` unless it is at head.
+
+    Called before any child or worker starts, so an unmigrated database is one clear exit 2, not a
+    stream of "no such table" tracebacks.
+    """
+    from sync_worker.settings import mask_url
+    from sync_worker.store import current_revision, head_revision, upgrade_database
+
+    if migrate:
+        upgrade_database(settings.database_url)
+        return
+    revision = current_revision(settings.database_url)
+    head = head_revision()
+    if revision != head:
+        raise ConfigError(
+            f"the state store {mask_url(settings.database_url)} is at revision {revision or 'none'},"
+            f" not {head}: run `sync-worker db upgrade` (or pass --migrate)"
+        )
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

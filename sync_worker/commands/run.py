@@ -15,7 +15,13 @@ import threading
 
 import click
 
-from sync_worker.commands._common import errors_to_exit_codes, install_stop_handlers, settings_from
+from sync_worker.commands._common import (
+    MIGRATE_OPTION_HELP,
+    errors_to_exit_codes,
+    install_stop_handlers,
+    prepare_store,
+    settings_from,
+)
 from sync_worker.commands.worker import worker_argv
 
 __all__ = ["child_commands", "run_command", "supervise"]
@@ -62,11 +68,15 @@ def supervise(commands: dict[str, list[str]], stop: threading.Event, *, grace: f
 @click.option("--port", default=8000, show_default=True, help="receiver port")
 @click.option("--processes", "-p", default=1, show_default=True, help="worker processes")
 @click.option("--threads", "-t", default=4, show_default=True, help="threads per worker process")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help=MIGRATE_OPTION_HELP)
 @click.pass_context
 @errors_to_exit_codes
-def run_command(ctx: click.Context, host: str, port: int, processes: int, threads: int) -> None:
+def run_command(
+    ctx: click.Context, host: str, port: int, processes: int, threads: int, migrate: bool
+) -> None:
     """Run the receiver, the workers and the scheduler together (a single machine)."""
-    settings_from(ctx)  # exit 2 on bad configuration before starting anything
+    settings = settings_from(ctx)  # exit 2 on bad configuration before starting anything
+    prepare_store(settings, migrate=migrate)
     stop = threading.Event()
     install_stop_handlers(stop)
     if supervise(child_commands(host, port, processes, threads), stop):

@@ -13,7 +13,13 @@ import sys
 
 import click
 
-from sync_worker.commands._common import errors_to_exit_codes, run_child, settings_from
+from sync_worker.commands._common import (
+    MIGRATE_OPTION_HELP,
+    errors_to_exit_codes,
+    prepare_store,
+    run_child,
+    settings_from,
+)
 from sync_worker.errors import ConfigError
 
 __all__ = ["WORKER_ENTRY", "worker_argv", "worker_command"]
@@ -49,11 +55,15 @@ def worker_argv(
 @click.option("--processes", "-p", default=2, show_default=True, help="worker processes")
 @click.option("--threads", "-t", default=4, show_default=True, help="threads per worker process")
 @click.option("--queue", "-Q", "queues", multiple=True, help="only these queues (default: all)")
+@click.option("--migrate/--no-migrate", default=False, show_default=True, help=MIGRATE_OPTION_HELP)
 @click.pass_context
 @errors_to_exit_codes
-def worker_command(ctx: click.Context, processes: int, threads: int, queues: tuple[str, ...]) -> None:
+def worker_command(
+    ctx: click.Context, processes: int, threads: int, queues: tuple[str, ...], migrate: bool
+) -> None:
     """Run Dramatiq workers for the project's actors until interrupted."""
-    settings_from(ctx)  # validate the configuration here: exit 2 before starting anything
+    settings = settings_from(ctx)  # validate the configuration here: exit 2 before starting anything
+    prepare_store(settings, migrate=migrate)
     code = run_child(worker_argv(processes, threads, queues))
     if code:
         raise click.exceptions.Exit(1)

@@ -6,7 +6,8 @@ Routes (the architecture's HTTP contract):
   or missing signature/credentials; 400 malformed body; 413 body over ``webhook_max_bytes``; 404
   unknown source; 503 store unavailable (the sender retries). A broker outage does not fail the
   request: the events are durable and the sweeper enqueues them later.
-- ``GET /healthz``: the process is up. ``GET /readyz``: store, broker and mappings, each named.
+- ``GET /healthz``: the process is up. ``GET /readyz``: store, schema (migrated to the package's
+  head revision), broker and mappings, each named.
 - ``GET /metrics``: Prometheus text, with the leak gauges (open flags, amount at risk and weighted
   amount at risk by rule and stage) read from the store at scrape time; a down store never fails
   the scrape (the inbox depth and the leak series read NaN).
@@ -56,7 +57,7 @@ from sync_worker.receiver.access import AccessLogMiddleware
 from sync_worker.receiver.wire import error_response, read_body, webhook_request
 from sync_worker.report import render_report_html
 from sync_worker.settings import Settings
-from sync_worker.store import SyncStore
+from sync_worker.store import SyncStore, head_revision
 
 __all__ = ["MappingsSource", "create_app"]
 
@@ -97,6 +98,18 @@ def _outcome_for(exc: Exception) -> tuple[RequestOutcome, Response]:
     return "unavailable", error_response(
         503, "store_unavailable", "the event store is unavailable; retry later", headers=_RETRY_AFTER
     )
+
+
+def _schema_state(store: SyncStore) -> str:
+    """ "ok" when the store is migrated to the package's head revision, else what to do about it."""
+    try:
+        revision = store.schema_revision()
+    except StoreUnavailableError as exc:
+        return f"unavailable: {exc}"
+    head = head_revision()
+    if revision == head:
+        return "ok"
+    return f"at revision {revision or 'none'}, not {head}: run `sync-worker db upgrade`"
 
 
 class _Receiver:
@@ -209,6 +222,8 @@ class _Receiver:
             checks["broker"] = "ok"
         except TransientError as exc:
             checks["broker"] = f"unavailable: {exc}"
+        if self.report_store is not None and checks["store"] == "ok":
+            checks["schema"] = _schema_state(self.report_store)
         if self.mappings_holder is None:
             checks["mappings"] = "not loaded"
         else:

@@ -106,6 +106,13 @@ class StoreBase:
         with self._read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
 
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None: never migrated)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self._read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
 
 def _describe(exc: Exception) -> str:
     # The driver's message may echo host or user; the class name is enough to act on.

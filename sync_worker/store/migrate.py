@@ -10,6 +10,7 @@ escaping and the URL is never written anywhere.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -40,8 +41,9 @@ def alembic_config(url: str | URL | None = None, *, connection: Connection | Non
     return config
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest revision the package ships."""
+    """The newest revision the package ships (read once per process)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")

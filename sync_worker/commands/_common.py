@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -23,10 +24,12 @@ from sync_worker.settings import Settings, load_settings
 __all__ = [
     "MIGRATE_OPTION_HELP",
     "errors_to_exit_codes",
+    "forward_signal",
     "install_stop_handlers",
     "prepare_store",
     "run_child",
     "settings_from",
+    "start_child",
 ]
 
 MIGRATE_OPTION_HELP = "apply the database migrations first (else refuse an unmigrated store)"
@@ -88,28 +91,87 @@ def prepare_store(settings: Settings, *, migrate: bool) -> None:
         )
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGINT and SIGTERM set ``stop`` (a second signal is left to the default handler)."""
+def install_stop_handlers(
+    stop: threading.Event, *, on_hup: Callable[[], None] | None = None
+) -> Callable[[], None]:
+    """SIGINT and SIGTERM set ``stop``; SIGHUP calls ``on_hup`` (a reload) and never stops the process.
+
+    Returns a callable that puts the previous handlers back.
+    """
 
     def handler(signum: int, frame: FrameType | None) -> None:
         _log.info("received %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    def hup(signum: int, frame: FrameType | None) -> None:
+        _log.info("received SIGHUP: %s", "reloading" if on_hup is not None else "nothing to reload")
+        if on_hup is not None:
+            on_hup()
+
+    previous = {
+        signum: signal.signal(signum, new)
+        for signum, new in ((signal.SIGINT, handler), (signal.SIGTERM, handler), (signal.SIGHUP, hup))
+    }
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return restore
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (``PR_SET_PDEATHSIG``).
+
+    https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html: the signal fires when the
+    thread that forked dies, so children are started from the main thread. Elsewhere: None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def start_child(argv: Sequence[str]) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as a child that stops (SIGTERM) if this process dies, however it dies."""
+    return subprocess.Popen(list(argv), preexec_fn=_die_with_parent(os.getpid()))  # noqa: S603
+
+
+def forward_signal(children: Iterable[subprocess.Popen[bytes]], signum: int) -> None:
+    """Send ``signum`` to every child still running."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signum)
 
 
 def run_child(argv: Sequence[str], *, grace: float = 30.0) -> int:
-    """Run one child process until it exits; SIGINT/SIGTERM are passed on as SIGTERM. Its exit code."""
-    child = subprocess.Popen(list(argv))  # noqa: S603 - argv is built by the program, not from input
+    """Run one child process until it exits; SIGINT/SIGTERM are passed on as SIGTERM, SIGHUP as SIGHUP.
+
+    Its exit code.
+    """
+    child = start_child(argv)
     stop = threading.Event()
-    install_stop_handlers(stop)
-    while child.poll() is None:
-        if stop.wait(0.2):
-            child.terminate()
-            try:
-                return child.wait(grace)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                return child.wait()
-    return int(child.returncode)
+    restore = install_stop_handlers(stop, on_hup=lambda: forward_signal([child], signal.SIGHUP))
+    try:
+        while child.poll() is None:
+            if stop.wait(0.2):
+                child.terminate()
+                try:
+                    return child.wait(grace)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    return child.wait()
+        return int(child.returncode)
+    finally:
+        restore()

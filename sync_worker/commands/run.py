@@ -2,13 +2,17 @@
 
 Three child processes (``python -m sync_worker.commands serve|scheduler`` and the Dramatiq
 supervisor) so a crash in one is seen, not hidden in a thread. SIGINT/SIGTERM stop all three
-with SIGTERM (then SIGKILL after a grace period); if one child exits on its own, the others are
-stopped and the command exits 1.
+with SIGTERM (then SIGKILL after a grace period); SIGHUP is forwarded to each (the receiver reloads
+its mappings, Dramatiq restarts its workers, the scheduler logs it) and ``run`` keeps going; if one
+child exits on its own, the others are stopped and the command exits 1. The children never outlive
+``run``: each is started with ``PR_SET_PDEATHSIG`` (:func:`~sync_worker.commands._common.start_child`),
+so a ``kill -9`` of ``run`` stops them too.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -18,9 +22,11 @@ import click
 from sync_worker.commands._common import (
     MIGRATE_OPTION_HELP,
     errors_to_exit_codes,
+    forward_signal,
     install_stop_handlers,
     prepare_store,
     settings_from,
+    start_child,
 )
 from sync_worker.commands.worker import worker_argv
 
@@ -41,7 +47,8 @@ def child_commands(host: str, port: int, processes: int, threads: int) -> dict[s
 
 def supervise(commands: dict[str, list[str]], stop: threading.Event, *, grace: float = 30.0) -> int:
     """Start the children, wait for ``stop`` or a child's exit, stop the rest; 0 when stopped on request."""
-    children = {name: subprocess.Popen(argv) for name, argv in commands.items()}  # noqa: S603
+    children = {name: start_child(argv) for name, argv in commands.items()}
+    restore = install_stop_handlers(stop, on_hup=lambda: forward_signal(children.values(), signal.SIGHUP))
     failed: str | None = None
     try:
         while failed is None and not stop.wait(0.2):
@@ -60,6 +67,7 @@ def supervise(commands: dict[str, list[str]], stop: threading.Event, *, grace: f
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        restore()
     return 1 if failed is not None else 0
 
 
@@ -78,6 +86,5 @@ def run_command(
     settings = settings_from(ctx)  # exit 2 on bad configuration before starting anything
     prepare_store(settings, migrate=migrate)
     stop = threading.Event()
-    install_stop_handlers(stop)
     if supervise(child_commands(host, port, processes, threads), stop):
         raise click.exceptions.Exit(1)

@@ -10,6 +10,7 @@ https://dramatiq.io/guide.html#running-workers and https://dramatiq.io/reference
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -34,9 +35,7 @@ def worker_argv(
     if processes < 1 or threads < 1:
         raise ConfigError("--processes and --threads must be at least 1")
     argv = [
-        sys.executable,
-        "-m",
-        "dramatiq",
+        *_dramatiq_command(),
         WORKER_ENTRY,
         "--processes",
         str(processes),
@@ -49,6 +48,14 @@ def worker_argv(
     if queues:
         argv += ["--queues", *queues]
     return argv
+
+
+def _dramatiq_command() -> list[str]:
+    # Dramatiq re-executes itself on SIGHUP: from `python -m dramatiq` it runs plain "python" from
+    # PATH (outside a virtualenv not on PATH); its console script next to our interpreter re-executes
+    # as itself.
+    script = Path(sys.executable).parent / "dramatiq"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dramatiq"]
 
 
 @click.command("worker")

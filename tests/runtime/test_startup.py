@@ -126,3 +126,20 @@ def test_run_migrates_a_fresh_database_and_stops_on_sigterm(running: Running) ->
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(60) == 0
     assert _wait_gone(children) == []
+
+
+@pytest.mark.redis
+def test_run_forwards_sighup_and_its_children_die_with_it(running: Running) -> None:
+    running.wait_ready()
+    children = running.children()
+    assert len(children) == 3
+    # When `run` gets SIGHUP (a reload), it and every child keep running
+    running.process.send_signal(signal.SIGHUP)
+    time.sleep(3)
+    assert running.process.poll() is None
+    assert [pid for pid in children if _alive(pid)] == children
+    running.wait_ready()
+    # When `run` is killed outright, no child is left behind with PPID 1
+    running.process.kill()
+    running.process.wait(10)
+    assert _wait_gone(children) == []

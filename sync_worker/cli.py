@@ -87,16 +87,10 @@ def mappings_group() -> None:
 @_errors_to_exit_codes
 def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
     """Check every mapping file in DIRECTORY (default: the configured one). Exit 0 or 2."""
-    from sync_worker.mappings import validate_directory
+    from sync_worker.commands._common import validated_mappings
 
     target = directory if directory is not None else _settings(ctx).resolved_mappings_dir()
-    if not target.is_dir():
-        raise ConfigError(f"{target}: not a directory of mapping files")
-    result, errors, warnings = validate_directory(target)
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if errors or result is None:
-        raise MappingError(errors)
+    result = validated_mappings(target)
     click.echo(
         f"{target}: {len(result.files)} stage mapping files and {len(result.routes)} routes valid;"
         f" sources: {', '.join(result.sources())}"
@@ -175,14 +169,13 @@ def db_current(ctx: click.Context) -> None:
 @_errors_to_exit_codes
 def serve_command(ctx: click.Context, host: str, port: int, workers: int, migrate: bool) -> None:
     """Run the webhook receiver (POST /webhooks/{source}, /healthz, /readyz, /metrics)."""
+    from sync_worker.commands._common import prepare_start
     from sync_worker.logs import configure_logging
     from sync_worker.receiver import serve
-    from sync_worker.store import upgrade_database
 
     settings = _settings(ctx)
     configure_logging(settings)
-    if migrate:
-        upgrade_database(settings.database_url)
+    prepare_start(settings, migrate=migrate)
     serve(settings, host, port, workers)
 
 

@@ -13,23 +13,29 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sync_worker.errors import ConfigError, MappingError, SyncWorkerError
 from sync_worker.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from sync_worker.mappings import Mappings
+
 __all__ = [
     "MIGRATE_OPTION_HELP",
     "errors_to_exit_codes",
     "forward_signal",
     "install_stop_handlers",
+    "prepare_start",
     "prepare_store",
     "run_child",
     "settings_from",
     "start_child",
+    "validated_mappings",
 ]
 
 MIGRATE_OPTION_HELP = "apply the database migrations first (else refuse an unmigrated store)"
@@ -68,6 +74,30 @@ def settings_from(ctx: click.Context) -> Settings:
         configure_logging(settings)
         obj["logging_configured"] = True
     return settings
+
+
+def validated_mappings(directory: Path) -> Mappings:
+    """The mappings in ``directory``, or :class:`MappingError` with every ``file:line: key: message``.
+
+    Warnings go to standard error. ``mappings validate`` and every long-running command call this
+    before anything starts, so a bad file reads the same everywhere and exits 2.
+    """
+    from sync_worker.mappings import validate_directory
+
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: not a directory of mapping files")
+    result, errors, warnings = validate_directory(directory)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if errors or result is None:
+        raise MappingError(errors)
+    return result
+
+
+def prepare_start(settings: Settings, *, migrate: bool) -> None:
+    """What a long-running command checks before it starts anything: the mappings, then the store."""
+    validated_mappings(settings.resolved_mappings_dir())
+    prepare_store(settings, migrate=migrate)
 
 
 def prepare_store(settings: Settings, *, migrate: bool) -> None:

@@ -24,7 +24,7 @@ from sync_worker.commands._common import (
     errors_to_exit_codes,
     forward_signal,
     install_stop_handlers,
-    prepare_store,
+    prepare_start,
     settings_from,
     start_child,
 )
@@ -84,7 +84,7 @@ def run_command(
 ) -> None:
     """Run the receiver, the workers and the scheduler together (a single machine)."""
     settings = settings_from(ctx)  # exit 2 on bad configuration before starting anything
-    prepare_store(settings, migrate=migrate)
+    prepare_start(settings, migrate=migrate)
     stop = threading.Event()
     if supervise(child_commands(host, port, processes, threads), stop):
         raise click.exceptions.Exit(1)

@@ -14,7 +14,7 @@ from sync_worker.commands._common import (
     MIGRATE_OPTION_HELP,
     errors_to_exit_codes,
     install_stop_handlers,
-    prepare_store,
+    prepare_start,
     settings_from,
 )
 from sync_worker.settings import Settings
@@ -54,7 +54,7 @@ def run_scheduler(settings: Settings, stop: threading.Event, *, lock_ttl: float 
 def scheduler_command(ctx: click.Context, migrate: bool) -> None:
     """Enqueue incremental polls, pushes, inbox sweeps and leak scans until interrupted."""
     settings = settings_from(ctx)
-    prepare_store(settings, migrate=migrate)
+    prepare_start(settings, migrate=migrate)
     stop = threading.Event()
     install_stop_handlers(stop)
     run_scheduler(settings, stop)

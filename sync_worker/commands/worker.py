@@ -17,7 +17,7 @@ import click
 from sync_worker.commands._common import (
     MIGRATE_OPTION_HELP,
     errors_to_exit_codes,
-    prepare_store,
+    prepare_start,
     run_child,
     settings_from,
 )
@@ -70,7 +70,7 @@ def worker_command(
 ) -> None:
     """Run Dramatiq workers for the project's actors until interrupted."""
     settings = settings_from(ctx)  # validate the configuration here: exit 2 before starting anything
-    prepare_store(settings, migrate=migrate)
+    prepare_start(settings, migrate=migrate)
     code = run_child(worker_argv(processes, threads, queues))
     if code:
         raise click.exceptions.Exit(1)

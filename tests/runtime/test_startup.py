@@ -4,6 +4,7 @@ foreign directory, on a fresh database (migrate or refuse), with signals (forwar
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_SERVER
-from tests.core.test_cli import _run
+from tests.core.test_cli import REPO, _run
 
 REDIS_URL = f"{REDIS_SERVER}/12"
 
@@ -143,3 +144,27 @@ def test_run_forwards_sighup_and_its_children_die_with_it(running: Running) -> N
     running.process.kill()
     running.process.wait(10)
     assert _wait_gone(children) == []
+
+
+@pytest.mark.parametrize("command", [["run"], ["worker"], ["serve"], ["scheduler"]])
+def test_invalid_mappings_exit_2_with_the_validate_lines_before_anything_starts(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # Given a mappings folder with a typo in a canonical key
+    broken = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", broken)
+    path = broken / "hubspot.yaml"
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("canonical: qualified\n", "canonical: qualifyed\n", 1),
+        encoding="utf-8",
+    )
+    env = _env(tmp_path, SYNC_MAPPINGS_DIR=str(broken))
+    validate = _run("mappings", "validate", cwd=tmp_path, env=env)
+    assert validate.returncode == 2 and "hubspot.yaml:" in validate.stderr
+    # When the service is started on it
+    result = _run(*command, cwd=tmp_path, env=env)
+    # Then it exits 2 with the very lines `mappings validate` prints, and started nothing
+    assert result.returncode == 2, result.stderr
+    assert validate.stderr in result.stderr
+    assert "Traceback" not in result.stderr and "ready for action" not in result.stderr
+    assert not (tmp_path / "fresh.db").exists()

@@ -19,11 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from sync_worker.errors import StoreUnavailableError
-from sync_worker.store.engine import create_engine_for
+from sync_worker.store.engine import create_engine_for, describe_failure
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade_database"]
 
@@ -60,7 +60,9 @@ def upgrade_database(url: str | URL, revision: str = "head") -> None:
         with engine.begin() as connection:
             command.upgrade(alembic_config(url, connection=connection), revision)
     except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-        raise StoreUnavailableError(f"state store unreachable during migration: {_describe(exc)}") from exc
+        raise StoreUnavailableError(
+            f"state store unreachable during migration: {describe_failure(url, exc)}"
+        ) from exc
     finally:
         engine.dispose()
 
@@ -72,12 +74,6 @@ def current_revision(url: str | URL) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-        raise StoreUnavailableError(f"state store unreachable: {_describe(exc)}") from exc
+        raise StoreUnavailableError(f"state store unreachable: {describe_failure(url, exc)}") from exc
     finally:
         engine.dispose()
-
-
-def _describe(exc: Exception) -> str:
-    # The driver's own message can echo connection parameters; the class name is enough to act on.
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return type(orig).__name__

@@ -103,6 +103,7 @@ _MAX_BACKOFF_MS: Final = 15 * 60 * 1000
 _TIME_LIMIT_MS: Final = 10 * 60 * 1000
 _MAX_AGE_MS: Final = 7 * 24 * 3600 * 1000
 _REASON_MAX: Final = 1000
+_INBOX_QUEUE: Final = "inbox"  # sync_worker.actors.INBOX_QUEUE (imported there, not here: no cycle)
 
 
 class DeadLetterSink(Protocol):
@@ -117,6 +118,7 @@ class DeadLetterSink(Protocol):
         payload: Mapping[str, Any],
         reason: str,
         error_class: str | None = None,
+        inbox_id: int | None = None,
     ) -> int: ...
 
 
@@ -213,6 +215,7 @@ class DeadLetterMiddleware(dramatiq.Middleware):
                 payload=payload,
                 reason=reason,
                 error_class=error_class,
+                inbox_id=_inbox_id(message),
             )
         except StoreUnavailableError as exc:
             _log.error("dead letter not stored (%s): message %s", exc, message.message_id)
@@ -221,6 +224,14 @@ class DeadLetterMiddleware(dramatiq.Middleware):
             "message dead-lettered",
             extra={"dead_letter_id": dead_id, "actor": message.actor_name, "message_id": message.message_id},
         )
+
+
+def _inbox_id(message: Any) -> int | None:
+    """The inbox row an inbox message stands for (its one argument), so the row stops counting as pending."""
+    args = list(message.args)
+    if _canonical_queue(message.queue_name) != _INBOX_QUEUE or len(args) != 1:
+        return None
+    return args[0] if isinstance(args[0], int) and not isinstance(args[0], bool) else None
 
 
 def _canonical_queue(name: str) -> str:

@@ -150,7 +150,9 @@ class DeliveryMixin(StoreBase):
         payload: Mapping[str, Any],
         reason: str,
         error_class: str | None = None,
+        inbox_id: int | None = None,
     ) -> int:
+        """Keep a dead message; ``inbox_id`` names the inbox row it stood for (then not pending)."""
         now = self._now()
         with self._write() as conn:
             return int(
@@ -164,6 +166,7 @@ class DeliveryMixin(StoreBase):
                         reason=reason,
                         error_class=error_class,
                         created_at=now,
+                        inbox_id=inbox_id,
                     )
                     .returning(dead_letters.c.id)
                 ).scalar_one()
@@ -234,4 +237,5 @@ def _dead_letter(row: Row[Any]) -> DeadLetter:
         created_at=m["created_at"],
         error_class=m["error_class"],
         replayed_at=m["replayed_at"],
+        inbox_id=m["inbox_id"],
     )

@@ -196,3 +196,4 @@ class DeadLetter:
     created_at: datetime
     error_class: str | None = None
     replayed_at: datetime | None = None
+    inbox_id: int | None = None

@@ -8,7 +8,7 @@ loser's transaction is not aborted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -198,10 +198,18 @@ class DeliveryMixin(StoreBase):
                 ).rowcount
             )
 
-    def purge_dead_letters(self, *, replayed_only: bool = False, older_than: timedelta | None = None) -> int:
-        """Delete dead letters (all, or only replayed / older ones); how many were deleted."""
+    def purge_dead_letters(
+        self,
+        *,
+        replayed_only: bool = False,
+        older_than: timedelta | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> int:
+        """Delete dead letters (all, or only these ids / replayed / older ones); how many were deleted."""
         with self._write() as conn:
             stmt = delete(dead_letters)
+            if ids is not None:
+                stmt = stmt.where(dead_letters.c.id.in_(list(ids)))
             if replayed_only:
                 stmt = stmt.where(dead_letters.c.replayed_at.is_not(None))
             if older_than is not None:

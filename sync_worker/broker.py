@@ -81,6 +81,7 @@ __all__ = [
     "build_broker",
     "build_stub_broker",
     "check_broker",
+    "count_dead_letter",
     "describe_failure",
     "enqueue_errors",
     "install_broker",
@@ -220,10 +221,20 @@ class DeadLetterMiddleware(dramatiq.Middleware):
         except StoreUnavailableError as exc:
             _log.error("dead letter not stored (%s): message %s", exc, message.message_id)
             return
+        count_dead_letter(_canonical_queue(message.queue_name), message.args)
         _log.warning(
             "message dead-lettered",
             extra={"dead_letter_id": dead_id, "actor": message.actor_name, "message_id": message.message_id},
         )
+
+
+def count_dead_letter(queue: str, args: Iterable[object]) -> None:
+    """Count one dead letter in :data:`~sync_worker.metrics.DEAD_LETTERS`; a poll's or push's first
+    argument names its system."""
+    from sync_worker.metrics import DEAD_LETTERS
+
+    first = next(iter(args), None)
+    DEAD_LETTERS.labels(queue=queue, system=first[:64] if isinstance(first, str) else "").inc()
 
 
 def _inbox_id(message: Any) -> int | None:

@@ -5,14 +5,17 @@ Exit codes (the CLI contract): 0 ok; 1 a failure the command reports; 2 bad usag
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +39,7 @@ __all__ = [
     "settings_from",
     "start_child",
     "validated_mappings",
+    "worker_metrics_dir",
 ]
 
 MIGRATE_OPTION_HELP = "apply the database migrations first (else refuse an unmigrated store)"
@@ -173,9 +177,24 @@ def _die_with_parent(parent: int) -> Callable[[], None] | None:
 _PR_SET_PDEATHSIG = 1
 
 
-def start_child(argv: Sequence[str]) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as a child that stops (SIGTERM) if this process dies, however it dies."""
-    return subprocess.Popen(list(argv), preexec_fn=_die_with_parent(os.getpid()))  # noqa: S603
+def start_child(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` as a child that stops (SIGTERM) if this process dies, however it dies.
+
+    ``env`` adds variables to this process's environment for the child.
+    """
+    environment = {**os.environ, **env} if env else None
+    return subprocess.Popen(list(argv), env=environment, preexec_fn=_die_with_parent(os.getpid()))  # noqa: S603
+
+
+@contextlib.contextmanager
+def worker_metrics_dir() -> Iterator[str]:
+    """A fresh folder for the worker processes' Prometheus files (``PROMETHEUS_MULTIPROC_DIR``),
+    removed afterwards: https://prometheus.github.io/client_python/multiprocess/"""
+    directory = tempfile.mkdtemp(prefix="sync-worker-metrics-")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def forward_signal(children: Iterable[subprocess.Popen[bytes]], signum: int) -> None:
@@ -185,12 +204,12 @@ def forward_signal(children: Iterable[subprocess.Popen[bytes]], signum: int) -> 
             child.send_signal(signum)
 
 
-def run_child(argv: Sequence[str], *, grace: float = 30.0) -> int:
+def run_child(argv: Sequence[str], *, grace: float = 30.0, env: Mapping[str, str] | None = None) -> int:
     """Run one child process until it exits; SIGINT/SIGTERM are passed on as SIGTERM, SIGHUP as SIGHUP.
 
     Its exit code.
     """
-    child = start_child(argv)
+    child = start_child(argv, env)
     stop = threading.Event()
     restore = install_stop_handlers(stop, on_hup=lambda: forward_signal([child], signal.SIGHUP))
     try:

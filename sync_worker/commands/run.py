@@ -6,7 +6,8 @@ with SIGTERM (then SIGKILL after a grace period); SIGHUP is forwarded to each (t
 its mappings, Dramatiq restarts its workers, the scheduler logs it) and ``run`` keeps going; if one
 child exits on its own, the others are stopped and the command exits 1. The children never outlive
 ``run``: each is started with ``PR_SET_PDEATHSIG`` (:func:`~sync_worker.commands._common.start_child`),
-so a ``kill -9`` of ``run`` stops them too.
+so a ``kill -9`` of ``run`` stops them too. The workers' Prometheus series (multiprocess files in a
+temporary folder) are served by the receiver's ``/metrics`` next to its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 
 import click
 
@@ -27,6 +29,7 @@ from sync_worker.commands._common import (
     prepare_start,
     settings_from,
     start_child,
+    worker_metrics_dir,
 )
 from sync_worker.commands.worker import worker_argv
 
@@ -35,19 +38,34 @@ __all__ = ["child_commands", "run_command", "supervise"]
 _log = logging.getLogger(__name__)
 
 
-def child_commands(host: str, port: int, processes: int, threads: int) -> dict[str, list[str]]:
-    """The command line of each child, by name."""
+def child_commands(
+    host: str, port: int, processes: int, threads: int, metrics_dir: str | None = None
+) -> dict[str, list[str]]:
+    """The command line of each child, by name; the receiver also serves the workers' series in
+    ``metrics_dir``."""
     module = [sys.executable, "-m", "sync_worker.commands"]
+    receiver = [*module, "serve", "--host", host, "--port", str(port)]
+    if metrics_dir is not None:
+        receiver += ["--worker-metrics-dir", metrics_dir]
     return {
-        "receiver": [*module, "serve", "--host", host, "--port", str(port)],
+        "receiver": receiver,
         "worker": worker_argv(processes, threads),
         "scheduler": [*module, "scheduler"],
     }
 
 
-def supervise(commands: dict[str, list[str]], stop: threading.Event, *, grace: float = 30.0) -> int:
-    """Start the children, wait for ``stop`` or a child's exit, stop the rest; 0 when stopped on request."""
-    children = {name: start_child(argv) for name, argv in commands.items()}
+def supervise(
+    commands: dict[str, list[str]],
+    stop: threading.Event,
+    *,
+    grace: float = 30.0,
+    envs: Mapping[str, Mapping[str, str]] | None = None,
+) -> int:
+    """Start the children, wait for ``stop`` or a child's exit, stop the rest; 0 when stopped on request.
+
+    ``envs`` adds environment variables per child name.
+    """
+    children = {name: start_child(argv, (envs or {}).get(name)) for name, argv in commands.items()}
     restore = install_stop_handlers(stop, on_hup=lambda: forward_signal(children.values(), signal.SIGHUP))
     failed: str | None = None
     try:
@@ -86,5 +104,8 @@ def run_command(
     settings = settings_from(ctx)  # exit 2 on bad configuration before starting anything
     prepare_start(settings, migrate=migrate)
     stop = threading.Event()
-    if supervise(child_commands(host, port, processes, threads), stop):
+    with worker_metrics_dir() as metrics_dir:
+        commands = child_commands(host, port, processes, threads, metrics_dir)
+        code = supervise(commands, stop, envs={"worker": {"PROMETHEUS_MULTIPROC_DIR": metrics_dir}})
+    if code:
         raise click.exceptions.Exit(1)

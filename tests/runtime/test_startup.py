@@ -123,6 +123,9 @@ def test_run_migrates_a_fresh_database_and_stops_on_sigterm(running: Running) ->
     assert ready["checks"] == {"store": "ok", "schema": "ok", "broker": "ok", "mappings": "ok"}
     children = running.children()
     assert len(children) == 3
+    # And its /metrics answers with the workers' multiprocess folder attached
+    scrape = httpx.get(f"http://127.0.0.1:{running.port}/metrics", timeout=5)
+    assert scrape.status_code == 200 and "sync_worker_inbox_depth" in scrape.text
     # When it gets SIGTERM, it stops every child and exits 0
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(60) == 0

@@ -184,7 +184,10 @@ class _Receiver:
         except (SignatureError, PayloadError, PayloadTooLargeError, StoreUnavailableError) as exc:
             outcome, response = _outcome_for(exc)
             _log.warning(
-                "webhook refused: %s", outcome, extra={"source": source, "status": response.status_code}
+                "webhook refused: %s: %s",
+                outcome,
+                exc,
+                extra={"source": source, "status": response.status_code, "reason": str(exc)},
             )
             self.metrics.count_request(source, outcome)
             self.metrics.observe_latency(source, self.timer() - started)

@@ -186,6 +186,8 @@ class Runtime:
             alerts=self.settings.alerts.webhook_url is not None,
             diverged_grace=self.diverged_grace,
             deal_links=deal_links(self.settings),
+            alert_min_amount=self.settings.alerts.min_amount,
+            digest=True,
         )
 
     @property

@@ -180,22 +180,31 @@ def serve_command(ctx: click.Context, host: str, port: int, workers: int, migrat
 
 
 _REPORT_FORMATS = ("table", "csv", "json", "html")
+_CSV_TABLES = ("open_flags", "funnel", "forecast_by_stage", "forecast_by_month")
 
 
-@main.command("leaks")
+@main.group("leaks", invoke_without_command=True)
 @click.option(
     "--format",
     "output_format",
     type=click.Choice(_REPORT_FORMATS),
     default="table",
     show_default=True,
-    help="table for a terminal; csv, json or one self-contained html page",
+    help="table for a terminal; csv (one table per file), json or one self-contained html page",
 )
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(writable=True, path_type=Path),
     default=None,
-    help="write the report to FILE instead of standard output",
+    help="write the report to FILE instead of standard output (csv without --table: a DIRECTORY"
+    " that gets one NAME.csv per table)",
+)
+@click.option(
+    "--table",
+    "table_name",
+    type=click.Choice(_CSV_TABLES),
+    default=None,
+    help="csv: only this table",
 )
 @click.option(
     "--since-days",
@@ -206,15 +215,26 @@ _REPORT_FORMATS = ("table", "csv", "json", "html")
 )
 @click.pass_context
 @_errors_to_exit_codes
-def leaks_command(ctx: click.Context, output_format: str, output: Path | None, since_days: int) -> None:
+def leaks_command(
+    ctx: click.Context, output_format: str, output: Path | None, table_name: str | None, since_days: int
+) -> None:
     """Report open leak flags, the funnel per stage and the weighted pipeline forecast (per deal)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from datetime import UTC, datetime, timedelta
 
     from sync_worker.mappings import load_mappings
     from sync_worker.plugins import deal_links
-    from sync_worker.report import build_report, render_csv, render_html, render_json, render_table
+    from sync_worker.report import build_report, render_csv_tables, render_html, render_json, render_table
     from sync_worker.store import SyncStore, current_revision, head_revision
 
+    if table_name is not None and output_format != "csv":
+        raise ConfigError("--table goes with --format csv")
+    if output_format == "csv" and table_name is None and (output is None or not output.is_dir()):
+        raise ConfigError(
+            "csv writes one table per file: give --table NAME (one of " + ", ".join(_CSV_TABLES) + ")"
+            " or --output DIRECTORY (an existing folder)"
+        )
     settings = _settings(ctx)
     model = load_mappings(settings.resolved_mappings_dir()).model
     if current_revision(settings.database_url) != head_revision():
@@ -229,16 +249,33 @@ def leaks_command(ctx: click.Context, output_format: str, output: Path | None, s
         )
     finally:
         store.close()
-    renderers = {"table": render_table, "csv": render_csv, "json": render_json}
+    if output_format == "csv":
+        tables = render_csv_tables(report)
+        if table_name is None:
+            assert output is not None
+            for name, text in tables.items():
+                _write_report(output / f"{name}.csv", text, "csv table")
+            return
+        _emit(tables[table_name], output, f"csv table {table_name}")
+        return
+    renderers = {"table": render_table, "json": render_json}
     text = render_html(report, model) if output_format == "html" else renderers[output_format](report)
+    _emit(text, output, f"{output_format} report")
+
+
+def _emit(text: str, output: Path | None, what: str) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
+    _write_report(output, text, what)
+
+
+def _write_report(path: Path, text: str, what: str) -> None:
     try:
-        output.write_text(text, encoding="utf-8", newline="")
+        path.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
-    click.echo(f"wrote {output_format} report to {output}", err=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    click.echo(f"wrote {what} to {path}", err=True)
 
 
 def _register_commands() -> None:

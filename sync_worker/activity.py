@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from sync_worker.broker import count_dead_letter, describe_failure
+from sync_worker.engine.model import PushStats
 from sync_worker.errors import StoreUnavailableError
 from sync_worker.metrics import FAILURES, LAST_SUCCESS, POLLS, RECORDS, WRITES
 
@@ -70,23 +71,23 @@ def note_poll_failed(store: object, source: str, stream: str, exc: BaseException
     _record(store, "poll", poll_name(source, stream), 0, describe_failure(exc))
 
 
-def note_push(
-    store: object, target: str, *, written: int, created: int, skipped: int, retried: int, dead: int
-) -> None:
-    """A push to ``target`` ran: its outcome counts."""
+def note_push(store: object, stats: PushStats) -> None:
+    """A push to ``stats.target`` ran: its outcome counts."""
+    target = stats.target
+    dead = len(stats.dead)
     for outcome, amount in (
-        ("written", written),
-        ("created", created),
-        ("skipped", skipped),
-        ("retried", retried),
+        ("written", stats.writes),
+        ("created", stats.created),
+        ("skipped", stats.skipped),
+        ("retried", stats.retried),
         ("dead", dead),
     ):
         if amount:
             WRITES.labels(target=target, outcome=outcome).inc(amount)
-    if retried or dead:
-        FAILURES.labels(system=target, operation="push").inc(retried + dead)
+    if stats.retried or dead:
+        FAILURES.labels(system=target, operation="push").inc(stats.retried + dead)
     LAST_SUCCESS.labels(operation="push", system=target, stream="").set(time.time())
-    _record(store, "push", target, written, None)
+    _record(store, "push", target, stats.writes, None)
 
 
 def note_push_failed(store: object, target: str, exc: BaseException) -> None:

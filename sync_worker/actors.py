@@ -350,15 +350,7 @@ def push_target(target: str) -> None:
             note_push_failed(context.store, target, exc)
             raise
         record_dead_items(context.store, stats.dead, target)
-        note_push(
-            context.store,
-            target,
-            written=stats.writes,
-            created=stats.created,
-            skipped=stats.skipped,
-            retried=stats.retried,
-            dead=len(stats.dead),
-        )
+        note_push(context.store, stats)
     if stats.items >= PUSH_BATCH:
         push_target.send(target)  # more are due: keep draining
 

@@ -14,6 +14,8 @@ Routes (the architecture's HTTP contract):
 - ``GET /report``: the pipeline report page (:func:`sync_worker.report.render_report_html`),
   ``text/html``; 503 while the store is down. It shows deal names and amounts and carries no
   authentication of its own: expose it only behind the proxy's access control.
+- ``GET /status``: ``sync-worker status --json`` (:mod:`sync_worker.status`), behind the same
+  ``SYNC_REPORT_TOKEN`` as the report.
 
 The blocking work (verification, parsing, the store transaction, the Redis push) runs in the thread
 pool. Starlette: https://www.starlette.io/applications/ and https://www.starlette.io/lifespan/
@@ -262,14 +264,41 @@ class _Receiver:
         await run_in_threadpool(self._refresh_gauges)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
-    async def report(self, request: Request) -> Response:
+    def _refused(self, request: Request, what: str) -> Response | None:
+        """The answer when ``what`` may not be served (no store, no token set, wrong token); else None."""
         if self.report_store is None:
             return error_response(404, "not_found", "this receiver has no report store")
         expected = self.settings.report_token
         if expected is None:
-            return error_response(404, "report_disabled", "set SYNC_REPORT_TOKEN to serve the report")
+            return error_response(404, "report_disabled", f"set SYNC_REPORT_TOKEN to serve the {what}")
         if not _token_matches(request, expected.get_secret_value()):
-            return error_response(401, "unauthorized", "the report needs ?token= or an X-Sync-Token header")
+            return error_response(401, "unauthorized", f"the {what} needs ?token= or an X-Sync-Token header")
+        return None
+
+    async def status(self, request: Request) -> Response:
+        refused = self._refused(request, "status")
+        if refused is not None:
+            return refused
+        assert self.report_store is not None
+        from sync_worker.status import build_status
+
+        try:
+            status = await run_in_threadpool(
+                functools.partial(build_status, mappings_loaded=self.mappings_holder is not None),
+                self.settings,
+                self.report_store,
+                now=self.clock(),
+            )
+        except StoreUnavailableError:
+            return error_response(
+                503, "store_unavailable", "the state store is unavailable; retry later", headers=_RETRY_AFTER
+            )
+        return JSONResponse(status.to_dict(), headers={"Cache-Control": "no-store"})
+
+    async def report(self, request: Request) -> Response:
+        refused = self._refused(request, "report")
+        if refused is not None:
+            return refused
         if self.mappings_holder is None:
             return error_response(
                 503, "mappings_unavailable", "the stage mappings are not loaded", headers=_RETRY_AFTER
@@ -370,6 +399,7 @@ def create_app(
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
         Route("/report", receiver.report, methods=["GET"]),
+        Route("/status", receiver.status, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=receiver.lifespan)
     if access_log:

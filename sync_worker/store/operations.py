@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, delete, func, select, update
 
 from sync_worker.store.base import StoreBase, dialect_insert
 from sync_worker.store.models import Activity, Pause
-from sync_worker.store.schema import activity, pauses
+from sync_worker.store.schema import activity, dead_letters, leak_flags, outbox, pauses
 
 __all__ = ["OperationsMixin"]
 
@@ -81,6 +81,33 @@ class OperationsMixin(StoreBase):
         with self._read() as conn:
             rows = conn.execute(select(pauses).order_by(pauses.c.paused_at, pauses.c.scope, pauses.c.name))
             return [Pause(scope=r.scope, name=r.name, paused_at=r.paused_at, reason=r.reason) for r in rows]
+
+    def outbox_counts(self) -> dict[str, dict[str, int]]:
+        """Outbox items per target and status (``pending``, ``failed``, ``dead``, ``sent``)."""
+        stmt = select(outbox.c.target, outbox.c.status, func.count()).group_by(
+            outbox.c.target, outbox.c.status
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self._read() as conn:
+            for target, status, count in conn.execute(stmt):
+                counts.setdefault(target, {})[status] = int(count)
+        return counts
+
+    def open_dead_letters(self) -> int:
+        """Dead letters not replayed yet."""
+        with self._read() as conn:
+            stmt = select(func.count()).select_from(dead_letters).where(dead_letters.c.replayed_at.is_(None))
+            return int(conn.execute(stmt).scalar_one())
+
+    def open_flags_by_rule(self) -> dict[str, int]:
+        """Open leak flags per rule (one per deal and rule)."""
+        stmt = (
+            select(leak_flags.c.rule, func.count())
+            .where(leak_flags.c.cleared_at.is_(None))
+            .group_by(leak_flags.c.rule)
+        )
+        with self._read() as conn:
+            return {rule: int(count) for rule, count in conn.execute(stmt)}
 
     def is_paused(self, scope: str, name: str) -> bool:
         with self._read() as conn:

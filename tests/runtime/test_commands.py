@@ -39,7 +39,16 @@ def obj(store_path: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def test_commands_are_exported_for_the_main_group() -> None:
-    assert [command.name for command in COMMANDS] == ["worker", "scheduler", "run", "sync", "dlq"]
+    assert [command.name for command in COMMANDS] == [
+        "worker",
+        "scheduler",
+        "run",
+        "sync",
+        "dlq",
+        "status",
+        "pause",
+        "resume",
+    ]
 
 
 @pytest.mark.redis

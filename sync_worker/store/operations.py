@@ -9,13 +9,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, delete, func, select, update
 
 from sync_worker.store.base import StoreBase, dialect_insert
 from sync_worker.store.models import Activity, Pause
-from sync_worker.store.schema import activity, dead_letters, leak_flags, outbox, pauses
+from sync_worker.store.schema import activity, dead_letters, leak_flags, outbox, pauses, route_starts
+from sync_worker.store.types import as_utc
 
 __all__ = ["OperationsMixin"]
 
@@ -108,6 +111,28 @@ class OperationsMixin(StoreBase):
         )
         with self._read() as conn:
             return {rule: int(count) for rule, count in conn.execute(stmt)}
+
+    def start_routes(self, names: Iterable[str], *, at: datetime | None = None) -> None:
+        """Record ``at`` (default now) as the start of each route that has none yet."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        when = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            conn.execute(
+                dialect_insert(conn, route_starts)
+                .values([{"name": name, "started_at": when} for name in wanted])
+                .on_conflict_do_nothing()
+            )
+
+    def route_starts(self) -> dict[str, datetime]:
+        """Each started route's start."""
+        with self._read() as conn:
+            return {row.name: row.started_at for row in conn.execute(select(route_starts))}
+
+    def paused_routes(self) -> frozenset[str]:
+        with self._read() as conn:
+            return frozenset(conn.execute(select(pauses.c.name).where(pauses.c.scope == "route")).scalars())
 
     def is_paused(self, scope: str, name: str) -> bool:
         with self._read() as conn:

@@ -53,6 +53,7 @@ __all__ = [
     "pauses",
     "processed_keys",
     "records",
+    "route_starts",
     "stage_history",
     "write_memory",
 ]
@@ -290,6 +291,15 @@ pauses = Table(
     Column("reason", Text),
     PrimaryKeyConstraint("scope", "name"),
     CheckConstraint(_in("scope", PAUSE_SCOPES), name="scope"),
+)
+
+# When the service first ran each route: a reply route acts only on replies after it (unless the
+# route says ``history: true`` or its own ``since``), so a first sync never replays a whole history.
+route_starts = Table(
+    "route_starts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
 )
 
 # The last run of each piece of work, for ``sync-worker status``: a poll of a source's stream

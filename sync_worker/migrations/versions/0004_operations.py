@@ -3,6 +3,7 @@
 - ``pauses``: sources and routes an operator paused (``sync-worker pause``);
 - ``activity``: per poll stream, push target and leak scan, the last run, success, error and counts
   (``sync-worker status``);
+- ``route_starts``: when the service first ran each route (reply routes act on newer replies only);
 - ``dead_letters.inbox_id``: the inbox row a dead ``process_inbox_event`` stood for, so the inbox
   depth counts only rows still pending.
 
@@ -38,6 +39,12 @@ def upgrade() -> None:
         sa.CheckConstraint("scope IN ('source', 'route')", name=op.f("ck_pauses_scope")),
     )
     op.create_table(
+        "route_starts",
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_route_starts")),
+    )
+    op.create_table(
         "activity",
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("name", sa.String(255), nullable=False),
@@ -55,6 +62,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("activity")
+    op.drop_table("route_starts")
     op.drop_table("pauses")
     with op.batch_alter_table("dead_letters") as batch:
         batch.drop_index("ix_dead_letters_inbox_id")

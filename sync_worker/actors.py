@@ -3,7 +3,8 @@
 Each actor calls one service function and returns (house style rule 6)::
 
     process_inbox_event(inbox_id)          -> SyncService.handle_inbox_event, then schedule pushes
-    poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes
+    poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes (and, after a
+                                              completed full pull, a leak scan)
     push_target(target)                    -> SyncService.push; dead items become dead letters
     push_target("alert")                   -> the configured alert push (leaks.push_alerts), likewise
     scan_leaks_job()                       -> the configured leak scan, then schedule pushes
@@ -319,6 +320,8 @@ def poll_source(source: str, stream: str, full: bool = False) -> None:
     )
     if stats.enqueued:
         schedule_pushes(context)
+    if full and context.leak_scan is not None:
+        scan_leaks_job.send()  # a completed full pull is when vanished deals can be judged
 
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=PUSH_QUEUE, throws=NOT_RETRYABLE)

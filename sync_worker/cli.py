@@ -263,6 +263,31 @@ def leaks_command(
     _emit(text, output, f"{output_format} report")
 
 
+@leaks_command.command("scan")
+@click.pass_context
+@_errors_to_exit_codes
+def leaks_scan(ctx: click.Context) -> None:
+    """Run the leak scan now (the workers also scan after each completed full pull and on the
+    interval); write-backs and alerts it queues wait in the outbox for the workers to push."""
+    from sync_worker.activity import note_scan
+    from sync_worker.commands._common import prepare_store
+    from sync_worker.runtime import build_runtime
+
+    settings = _settings(ctx)
+    prepare_store(settings, migrate=False)
+    runtime = build_runtime(settings, watch_mappings=False, shared_limits=False)
+    try:
+        result = runtime.scan_leaks()
+        note_scan(runtime.store, sum(result.open_by_rule.values()))
+    finally:
+        runtime.close()
+    open_flags = ", ".join(f"{rule} {n}" for rule, n in sorted(result.open_by_rule.items()) if n) or "none"
+    click.echo(
+        f"leak scan done: {len(result.raised)} raised, {len(result.cleared)} cleared,"
+        f" {result.queued} write-back(s)/alert(s) queued; open: {open_flags}"
+    )
+
+
 def _emit(text: str, output: Path | None, what: str) -> None:
     if output is None:
         click.echo(text, nl=False)

@@ -4,6 +4,8 @@ directory; pauses respected by the workers' actors."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dramatiq
@@ -11,7 +13,8 @@ import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
 
-from sync_worker.actors import poll_source, push_target
+from sync_worker.actors import LocalPushGuard, configure_actors, poll_source, push_target
+from sync_worker.canonical import CanonicalRecord, StageKey
 from sync_worker.store import SyncStore
 from tests.core.test_cli import REPO, _run
 from tests.runtime.conftest import REDIS_URL
@@ -93,3 +96,57 @@ def test_a_paused_source_is_neither_polled_nor_pushed_until_resumed(
     poll_source.send("hubspot", "deals")
     drain(stub_broker, worker)
     assert ("hubspot", "deals", False) in service.polls
+
+
+def _stalled_deal(store: SyncStore) -> None:
+    at = datetime.now(UTC) - timedelta(days=60)
+    record = CanonicalRecord(
+        source="pipedrive",
+        kind="deal",
+        external_id="77",
+        updated_at=at,
+        stage=StageKey.PROPOSAL,
+        status="open",
+        title="Initech renewal",
+        amount=Decimal("1200"),
+        stage_changed_at=at,
+    )
+    store.upsert_record(record, origin="pipedrive", written_by_worker=False, seen_at=at)
+
+
+def test_leaks_scan_scans_now_and_status_says_when(
+    store: SyncStore, store_path: Path, tmp_path: Path
+) -> None:
+    # Given a deal sitting in Proposal for two months, and no scan yet
+    _stalled_deal(store)
+    env = {"SYNC_DATABASE_URL": f"sqlite:///{store_path}", "SYNC_MAPPINGS_DIR": str(REPO / "mappings")}
+    # When an operator scans now
+    scanned = _run("leaks", "scan", cwd=tmp_path, env=env)
+    # Then the flag is raised at once, and status shows the scan
+    assert scanned.returncode == 0, scanned.stderr
+    assert "leak scan done: 1 raised, 0 cleared" in scanned.stdout and "stalled 1" in scanned.stdout
+    assert store.open_flags_by_rule() == {"stalled": 1}
+    status = json.loads(_run("status", "--json", cwd=tmp_path, env=env).stdout)
+    assert status["open_flags"] == {"stalled": 1} and status["last_scan"] is not None
+
+
+def test_a_completed_full_pull_is_followed_by_a_leak_scan(
+    store: SyncStore,
+    stub_broker: StubBroker,
+    worker: dramatiq.Worker,  # noqa: F811
+) -> None:
+    scans: list[datetime] = []
+    configure_actors(
+        store,
+        service=FakeService(),
+        leak_scan=lambda: scans.append(datetime.now(UTC)),
+        push_guard=LocalPushGuard(),
+    )
+    # An incremental poll scans nothing; a full pull is followed by one scan
+    poll_source.send("pipedrive", "deals")
+    drain(stub_broker, worker)
+    assert scans == []
+    poll_source.send("pipedrive", "deals", True)
+    drain(stub_broker, worker)
+    assert len(scans) == 1
+    assert [row.name for row in store.list_activity("scan")] == ["leaks"]

@@ -97,6 +97,50 @@ def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
     )
 
 
+@mappings_group.command("check")
+@click.pass_context
+@_errors_to_exit_codes
+def mappings_check(ctx: click.Context) -> None:
+    """Read each enabled system's live pipelines and stages and list what the mappings do not cover
+    (exit 1 if any) and every mapping entry that matches nothing in the account."""
+    from sync_worker.commands._common import validated_mappings
+    from sync_worker.mappings.coverage import check_coverage
+    from sync_worker.runtime import build_connectors
+
+    settings = _settings(ctx)
+    mappings = validated_mappings(settings.resolved_mappings_dir())
+    connectors = build_connectors(settings, mappings, limiter=lambda _name: None)
+    if not connectors:
+        raise ConfigError("no system has credentials set: nothing to check (see: sync-worker config)")
+    gaps = 0
+    try:
+        for name, connector in sorted(connectors.items()):
+            coverage = check_coverage(mappings, name, connector.list_stages())
+            click.echo(
+                f"{name}: {coverage.stages} live stages, {len(coverage.uncovered)} not mapped,"
+                f" {len(coverage.unused)} mapping entries matching nothing"
+            )
+            for stage in coverage.uncovered:
+                click.echo(
+                    f"  not mapped: pipeline {stage.pipeline_label!r} (id {stage.pipeline_id})"
+                    f" stage {stage.stage_label!r} (id {stage.stage_id})"
+                )
+            for entry in coverage.unused:
+                click.echo(f"  matches nothing: {entry}")
+            gaps += 0 if coverage.ok else 1
+    finally:
+        for connector in connectors.values():
+            close = getattr(connector, "close", None)
+            if callable(close):
+                close()
+    if gaps:
+        click.echo(
+            f"{gaps} system(s) with gaps: edit their mapping files, then `sync-worker mappings check`",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
+
+
 @mappings_group.command("init")
 @click.option("--preset", required=True, help="a shipped preset (b2b-nurture, post-purchase, odoo-default)")
 @click.option("--force", is_flag=True, help="overwrite files that already exist")

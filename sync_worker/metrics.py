@@ -33,6 +33,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from sync_worker.canonical import UnmappedStage
+
 __all__ = [
     "CONTENT_TYPE",
     "DEAD_LETTERS",
@@ -51,6 +53,7 @@ __all__ = [
     "ReceiverMetrics",
     "RequestOutcome",
     "note_skipped",
+    "note_unmapped",
     "serve_worker_metrics",
     "worker_registry",
 ]
@@ -137,6 +140,29 @@ UNMAPPED_STAGES: Final = Counter(
     "Records whose pipeline or stage no mapping covers, by source, pipeline and stage.",
     ("source", "pipeline", "stage"),
 )
+
+
+_unmapped_seen: set[tuple[str, str, str]] = set()
+
+
+def note_unmapped(unmapped: UnmappedStage) -> None:
+    """Count one record whose stage no mapping covers, and warn once per (source, pipeline, stage)
+    in this process: its deals are out of the funnel until the mapping names the stage."""
+    key = (unmapped.source, unmapped.pipeline or "", unmapped.stage or "")
+    UNMAPPED_STAGES.labels(source=key[0], pipeline=key[1][:120], stage=key[2][:120]).inc()
+    with _skipped_lock:
+        first = key not in _unmapped_seen
+        _unmapped_seen.add(key)
+    if first:
+        _log.warning(
+            "%s: pipeline %r stage %r is not mapped: its deals stay out of the funnel"
+            " (map it in %s.yaml; see: sync-worker mappings check)",
+            key[0],
+            key[1] or None,
+            key[2] or None,
+            key[0],
+            extra={"source": key[0], "pipeline": key[1], "stage": key[2]},
+        )
 
 
 def worker_registry(directory: str) -> CollectorRegistry:

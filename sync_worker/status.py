@@ -72,6 +72,8 @@ class ServiceStatus:
     paused: tuple[str, ...]
     mappings: MappingsState
     routes_paused: tuple[str, ...] = ()
+    unmapped_deals: dict[str, int] | None = None
+    """Open deals per source whose stage no mapping covers (out of the funnel)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601)."""
@@ -164,6 +166,7 @@ def build_status(
         paused=tuple(sorted(f"{p.scope} {p.name}" for p in pauses)),
         mappings=_mappings_state(settings, mappings_loaded),
         routes_paused=tuple(sorted(p.name for p in pauses if p.scope == "route")),
+        unmapped_deals=store.unmapped_deals(),
     )
 
 
@@ -227,6 +230,9 @@ def render_status(status: ServiceStatus) -> str:
         f"open leak flags: {flags}; last scan {_when(status.last_scan, now)}",
         f"paused: {', '.join(status.paused) or 'nothing'}",
     ]
+    unmapped = ", ".join(f"{source} {n}" for source, n in sorted((status.unmapped_deals or {}).items()))
+    if unmapped:
+        lines.append(f"deals with an unmapped stage: {unmapped}  (see: sync-worker mappings check)")
     m = status.mappings
     loaded = "" if m.loaded is None else ("; loaded" if m.loaded else "; NOT loaded")
     lines.append(

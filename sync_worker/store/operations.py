@@ -17,7 +17,15 @@ from sqlalchemy import Row, delete, func, select, update
 
 from sync_worker.store.base import StoreBase, dialect_insert
 from sync_worker.store.models import Activity, Pause
-from sync_worker.store.schema import activity, dead_letters, leak_flags, outbox, pauses, route_starts
+from sync_worker.store.schema import (
+    activity,
+    dead_letters,
+    leak_flags,
+    outbox,
+    pauses,
+    records,
+    route_starts,
+)
 from sync_worker.store.types import as_utc
 
 __all__ = ["OperationsMixin"]
@@ -133,6 +141,16 @@ class OperationsMixin(StoreBase):
     def paused_routes(self) -> frozenset[str]:
         with self._read() as conn:
             return frozenset(conn.execute(select(pauses.c.name).where(pauses.c.scope == "route")).scalars())
+
+    def unmapped_deals(self) -> dict[str, int]:
+        """Open deals per source with no canonical stage (their stage is not mapped)."""
+        stmt = (
+            select(records.c.source, func.count())
+            .where(records.c.kind == "deal", records.c.status == "open", records.c.stage.is_(None))
+            .group_by(records.c.source)
+        )
+        with self._read() as conn:
+            return {source: int(count) for source, count in conn.execute(stmt)}
 
     def is_paused(self, scope: str, name: str) -> bool:
         with self._read() as conn:

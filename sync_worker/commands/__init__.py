@@ -1,5 +1,5 @@
 """The runtime's click commands: ``worker``, ``scheduler``, ``run``, ``sync``, ``dlq``, ``status``,
-``pause`` and ``resume``.
+``pause``, ``resume`` and ``plan``.
 
 The main group in :mod:`sync_worker.cli` registers each of :data:`COMMANDS`
 (``for command in COMMANDS: main.add_command(command)``).
@@ -11,6 +11,7 @@ import click
 
 from sync_worker.commands.dlq import dlq_group
 from sync_worker.commands.operate import pause_command, resume_command, status_command
+from sync_worker.commands.plan import plan_command
 from sync_worker.commands.run import run_command
 from sync_worker.commands.scheduler import scheduler_command
 from sync_worker.commands.sync import sync_command
@@ -20,6 +21,7 @@ __all__ = [
     "COMMANDS",
     "dlq_group",
     "pause_command",
+    "plan_command",
     "resume_command",
     "run_command",
     "scheduler_command",
@@ -37,4 +39,5 @@ COMMANDS: list[click.Command] = [
     status_command,
     pause_command,
     resume_command,
+    plan_command,
 ]

@@ -48,6 +48,7 @@ def test_commands_are_exported_for_the_main_group() -> None:
         "status",
         "pause",
         "resume",
+        "plan",
     ]
 
 

@@ -372,7 +372,9 @@ _register_commands()
 @click.pass_context
 @_errors_to_exit_codes
 def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> None:
-    """Run the whole service against the local sandbox and show what it did (about a minute)."""
+    """Run the whole service against the local sandbox and show what it did (about ten seconds;
+    needs Redis). Its state stays in OUTPUT/demo.db: inspect it afterwards with
+    SYNC_DATABASE_URL=sqlite:///OUTPUT/demo.db and any command (status, dlq list, leaks)."""
     import logging
 
     from rich.console import Console
@@ -400,4 +402,9 @@ def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> Non
     hint = "  (see: sync-worker dlq list)" if summary.dead_letters else ""
     console.print(f"dead letters: {summary.dead_letters}{hint}")
     console.print(f"report: {summary.report}  (open it in a browser)")
+    console.print(
+        f"inspect the demo's store: SYNC_DATABASE_URL=sqlite:///{(output / 'demo.db').resolve()}"
+        " sync-worker status  (or dlq list, leaks)",
+        soft_wrap=True,
+    )
     console.print(f"done in {summary.seconds:.0f} s")

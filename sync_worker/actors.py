@@ -3,7 +3,8 @@
 Each actor calls one service function and returns (house style rule 6)::
 
     process_inbox_event(inbox_id)          -> SyncService.handle_inbox_event, then schedule pushes
-    poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes
+    poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes (and, after a
+                                              completed full pull, a leak scan)
     push_target(target)                    -> SyncService.push; dead items become dead letters
     push_target("alert")                   -> the configured alert push (leaks.push_alerts), likewise
     scan_leaks_job()                       -> the configured leak scan, then schedule pushes
@@ -41,7 +42,15 @@ from typing import Any, Final, Protocol
 import dramatiq
 from dramatiq import Actor, Broker, Message
 
-from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink
+from sync_worker.activity import (
+    is_paused,
+    note_poll,
+    note_poll_failed,
+    note_push,
+    note_push_failed,
+    note_scan,
+)
+from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink, count_dead_letter
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import ConfigError, PermanentError
 from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
@@ -286,15 +295,33 @@ def process_inbox_event(inbox_id: int) -> None:
     broker=UNBOUND_BROKER, queue_name=POLL_QUEUE, throws=NOT_RETRYABLE, time_limit=_POLL_TIME_LIMIT_MS
 )
 def poll_source(source: str, stream: str, full: bool = False) -> None:
-    """Pull one stream of one source since its cursor (``full``: from the beginning)."""
+    """Pull one stream of one source since its cursor (``full``: from the beginning).
+
+    Skipped while an operator paused the source (``sync-worker pause``).
+    """
     context = current_context()
-    stats = context.require_service().poll(source, stream, full=full)
+    if is_paused(context.store, "source", source):
+        _log.info("poll skipped: %s is paused", source, extra={"source": source, "stream": stream})
+        return
+    try:
+        stats = context.require_service().poll(source, stream, full=full)
+    except Exception as exc:  # recorded for status and metrics, then re-raised for Dramatiq's retries
+        note_poll_failed(context.store, source, stream, exc)
+        raise
+    note_poll(context.store, source, stream, stats.records)
     _log.info(
-        "poll done",
+        "poll done: %s/%s, %d records, %d changed, %d queued",
+        source,
+        stream,
+        stats.records,
+        stats.changed,
+        stats.enqueued,
         extra={"source": source, "stream": stream, "records": stats.records, "enqueued": stats.enqueued},
     )
     if stats.enqueued:
         schedule_pushes(context)
+    if full and context.leak_scan is not None:
+        scan_leaks_job.send()  # a completed full pull is when vanished deals can be judged
 
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=PUSH_QUEUE, throws=NOT_RETRYABLE)
@@ -307,22 +334,34 @@ def push_target(target: str) -> None:
     context = current_context()
     if target == ALERT_TARGET and context.alert_push is None:
         raise ConfigError("no alert webhook configured: set SYNC_ALERTS__WEBHOOK_URL")
+    if is_paused(context.store, "source", target):
+        _log.info(
+            "push skipped: %s is paused (its writes wait in the outbox)", target, extra={"target": target}
+        )
+        return
     with context.push_lock(target) as held:
         if not held:  # another worker is pushing this target: look again shortly
             push_target.send_with_options(args=(target,), delay=PUSH_BUSY_RETRY_MS)
             return
-        if target == ALERT_TARGET:
-            assert context.alert_push is not None
-            stats = context.alert_push(PUSH_BATCH)
-        else:
-            stats = context.require_service().push(target, limit=PUSH_BATCH)
-        record_dead_items(context.store, stats.dead)
+        try:
+            if target == ALERT_TARGET:
+                assert context.alert_push is not None
+                stats = context.alert_push(PUSH_BATCH)
+            else:
+                stats = context.require_service().push(target, limit=PUSH_BATCH)
+        except Exception as exc:  # recorded for status and metrics, then re-raised for Dramatiq's retries
+            note_push_failed(context.store, target, exc)
+            raise
+        record_dead_items(context.store, stats.dead, target)
+        note_push(context.store, stats)
     if stats.items >= PUSH_BATCH:
         push_target.send(target)  # more are due: keep draining
 
 
-def record_dead_items(store: DeadLetterSink, dead: Sequence[DeadItem]) -> list[int]:
+def record_dead_items(store: DeadLetterSink, dead: Sequence[DeadItem], target: str = "") -> list[int]:
     """One dead letter per outbox item that failed for good (message id ``outbox:<id>``); their ids."""
+    for _item in dead:
+        count_dead_letter(PUSH_QUEUE, [target])
     return [
         store.add_dead_letter(
             queue=PUSH_QUEUE,
@@ -342,7 +381,13 @@ def scan_leaks_job() -> None:
     context = current_context()
     if context.leak_scan is None:
         raise ConfigError("actors have no leak scan: the worker runtime was not built")
-    outcome = context.leak_scan()
+    try:
+        outcome = context.leak_scan()
+    except Exception as exc:  # recorded for status, then re-raised for Dramatiq's retries
+        note_scan(context.store, 0, exc)
+        raise
+    open_by_rule = getattr(outcome, "open_by_rule", None)
+    note_scan(context.store, sum(open_by_rule.values()) if isinstance(open_by_rule, Mapping) else 0)
     targets = context.push_targets
     if context.alert_push is not None and _queued_alerts(outcome):
         targets = (*targets, ALERT_TARGET)

@@ -101,6 +101,7 @@ __all__ = [
     "build_broker",
     "build_stub_broker",
     "check_broker",
+    "count_dead_letter",
     "describe_failure",
     "enqueue_errors",
     "install_broker",
@@ -123,6 +124,7 @@ _MAX_BACKOFF_MS: Final = 15 * 60 * 1000
 _TIME_LIMIT_MS: Final = 10 * 60 * 1000
 _MAX_AGE_MS: Final = 7 * 24 * 3600 * 1000
 _REASON_MAX: Final = 1000
+_INBOX_QUEUE: Final = "inbox"  # sync_worker.actors.INBOX_QUEUE (imported there, not here: no cycle)
 
 
 class DeadLetterSink(Protocol):
@@ -137,6 +139,7 @@ class DeadLetterSink(Protocol):
         payload: Mapping[str, Any],
         reason: str,
         error_class: str | None = None,
+        inbox_id: int | None = None,
     ) -> int: ...
 
 
@@ -233,14 +236,33 @@ class DeadLetterMiddleware(dramatiq.Middleware):
                 payload=payload,
                 reason=reason,
                 error_class=error_class,
+                inbox_id=_inbox_id(message),
             )
         except StoreUnavailableError as exc:
             _log.error("dead letter not stored (%s): message %s", exc, message.message_id)
             return
+        count_dead_letter(_canonical_queue(message.queue_name), message.args)
         _log.warning(
             "message dead-lettered",
             extra={"dead_letter_id": dead_id, "actor": message.actor_name, "message_id": message.message_id},
         )
+
+
+def count_dead_letter(queue: str, args: Iterable[object]) -> None:
+    """Count one dead letter in :data:`~sync_worker.metrics.DEAD_LETTERS`; a poll's or push's first
+    argument names its system."""
+    from sync_worker.metrics import DEAD_LETTERS
+
+    first = next(iter(args), None)
+    DEAD_LETTERS.labels(queue=queue, system=first[:64] if isinstance(first, str) else "").inc()
+
+
+def _inbox_id(message: Any) -> int | None:
+    """The inbox row an inbox message stands for (its one argument), so the row stops counting as pending."""
+    args = list(message.args)
+    if _canonical_queue(message.queue_name) != _INBOX_QUEUE or len(args) != 1:
+        return None
+    return args[0] if isinstance(args[0], int) and not isinstance(args[0], bool) else None
 
 
 def _canonical_queue(name: str) -> str:

@@ -87,20 +87,58 @@ def mappings_group() -> None:
 @_errors_to_exit_codes
 def mappings_validate(ctx: click.Context, directory: Path | None) -> None:
     """Check every mapping file in DIRECTORY (default: the configured one). Exit 0 or 2."""
-    from sync_worker.mappings import validate_directory
+    from sync_worker.commands._common import validated_mappings
 
     target = directory if directory is not None else _settings(ctx).resolved_mappings_dir()
-    if not target.is_dir():
-        raise ConfigError(f"{target}: not a directory of mapping files")
-    result, errors, warnings = validate_directory(target)
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-    if errors or result is None:
-        raise MappingError(errors)
+    result = validated_mappings(target)
     click.echo(
         f"{target}: {len(result.files)} stage mapping files and {len(result.routes)} routes valid;"
         f" sources: {', '.join(result.sources())}"
     )
+
+
+@mappings_group.command("check")
+@click.pass_context
+@_errors_to_exit_codes
+def mappings_check(ctx: click.Context) -> None:
+    """Read each enabled system's live pipelines and stages and list what the mappings do not cover
+    (exit 1 if any) and every mapping entry that matches nothing in the account."""
+    from sync_worker.commands._common import validated_mappings
+    from sync_worker.mappings.coverage import check_coverage
+    from sync_worker.runtime import build_connectors
+
+    settings = _settings(ctx)
+    mappings = validated_mappings(settings.resolved_mappings_dir())
+    connectors = build_connectors(settings, mappings, limiter=lambda _name: None)
+    if not connectors:
+        raise ConfigError("no system has credentials set: nothing to check (see: sync-worker config)")
+    gaps = 0
+    try:
+        for name, connector in sorted(connectors.items()):
+            coverage = check_coverage(mappings, name, connector.list_stages())
+            click.echo(
+                f"{name}: {coverage.stages} live stages, {len(coverage.uncovered)} not mapped,"
+                f" {len(coverage.unused)} mapping entries matching nothing"
+            )
+            for stage in coverage.uncovered:
+                click.echo(
+                    f"  not mapped: pipeline {stage.pipeline_label!r} (id {stage.pipeline_id})"
+                    f" stage {stage.stage_label!r} (id {stage.stage_id})"
+                )
+            for entry in coverage.unused:
+                click.echo(f"  matches nothing: {entry}")
+            gaps += 0 if coverage.ok else 1
+    finally:
+        for connector in connectors.values():
+            close = getattr(connector, "close", None)
+            if callable(close):
+                close()
+    if gaps:
+        click.echo(
+            f"{gaps} system(s) with gaps: edit their mapping files, then `sync-worker mappings check`",
+            err=True,
+        )
+        raise click.exceptions.Exit(1)
 
 
 @mappings_group.command("init")
@@ -175,34 +213,42 @@ def db_current(ctx: click.Context) -> None:
 @_errors_to_exit_codes
 def serve_command(ctx: click.Context, host: str, port: int, workers: int, migrate: bool) -> None:
     """Run the webhook receiver (POST /webhooks/{source}, /healthz, /readyz, /metrics)."""
+    from sync_worker.commands._common import prepare_start
     from sync_worker.logs import configure_logging
     from sync_worker.receiver import serve
-    from sync_worker.store import upgrade_database
 
     settings = _settings(ctx)
     configure_logging(settings)
-    if migrate:
-        upgrade_database(settings.database_url)
+    prepare_start(settings, migrate=migrate)
     serve(settings, host, port, workers)
 
 
 _REPORT_FORMATS = ("table", "csv", "json", "html")
+_CSV_TABLES = ("open_flags", "funnel", "forecast_by_stage", "forecast_by_month")
 
 
-@main.command("leaks")
+@main.group("leaks", invoke_without_command=True)
 @click.option(
     "--format",
     "output_format",
     type=click.Choice(_REPORT_FORMATS),
     default="table",
     show_default=True,
-    help="table for a terminal; csv, json or one self-contained html page",
+    help="table for a terminal; csv (one table per file), json or one self-contained html page",
 )
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    type=click.Path(writable=True, path_type=Path),
     default=None,
-    help="write the report to FILE instead of standard output",
+    help="write the report to FILE instead of standard output (csv without --table: a DIRECTORY"
+    " that gets one NAME.csv per table)",
+)
+@click.option(
+    "--table",
+    "table_name",
+    type=click.Choice(_CSV_TABLES),
+    default=None,
+    help="csv: only this table",
 )
 @click.option(
     "--since-days",
@@ -213,15 +259,26 @@ _REPORT_FORMATS = ("table", "csv", "json", "html")
 )
 @click.pass_context
 @_errors_to_exit_codes
-def leaks_command(ctx: click.Context, output_format: str, output: Path | None, since_days: int) -> None:
+def leaks_command(
+    ctx: click.Context, output_format: str, output: Path | None, table_name: str | None, since_days: int
+) -> None:
     """Report open leak flags, the funnel per stage and the weighted pipeline forecast (per deal)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from datetime import UTC, datetime, timedelta
 
     from sync_worker.mappings import load_mappings
     from sync_worker.plugins import deal_links
-    from sync_worker.report import build_report, render_csv, render_html, render_json, render_table
+    from sync_worker.report import build_report, render_csv_tables, render_html, render_json, render_table
     from sync_worker.store import SyncStore, current_revision, head_revision
 
+    if table_name is not None and output_format != "csv":
+        raise ConfigError("--table goes with --format csv")
+    if output_format == "csv" and table_name is None and (output is None or not output.is_dir()):
+        raise ConfigError(
+            "csv writes one table per file: give --table NAME (one of " + ", ".join(_CSV_TABLES) + ")"
+            " or --output DIRECTORY (an existing folder)"
+        )
     settings = _settings(ctx)
     model = load_mappings(settings.resolved_mappings_dir()).model
     if current_revision(settings.database_url) != head_revision():
@@ -236,16 +293,58 @@ def leaks_command(ctx: click.Context, output_format: str, output: Path | None, s
         )
     finally:
         store.close()
-    renderers = {"table": render_table, "csv": render_csv, "json": render_json}
+    if output_format == "csv":
+        tables = render_csv_tables(report)
+        if table_name is None:
+            assert output is not None
+            for name, text in tables.items():
+                _write_report(output / f"{name}.csv", text, "csv table")
+            return
+        _emit(tables[table_name], output, f"csv table {table_name}")
+        return
+    renderers = {"table": render_table, "json": render_json}
     text = render_html(report, model) if output_format == "html" else renderers[output_format](report)
+    _emit(text, output, f"{output_format} report")
+
+
+@leaks_command.command("scan")
+@click.pass_context
+@_errors_to_exit_codes
+def leaks_scan(ctx: click.Context) -> None:
+    """Run the leak scan now (the workers also scan after each completed full pull and on the
+    interval); write-backs and alerts it queues wait in the outbox for the workers to push."""
+    from sync_worker.activity import note_scan
+    from sync_worker.commands._common import prepare_store
+    from sync_worker.runtime import build_runtime
+
+    settings = _settings(ctx)
+    prepare_store(settings, migrate=False)
+    runtime = build_runtime(settings, watch_mappings=False, shared_limits=False)
+    try:
+        result = runtime.scan_leaks()
+        note_scan(runtime.store, sum(result.open_by_rule.values()))
+    finally:
+        runtime.close()
+    open_flags = ", ".join(f"{rule} {n}" for rule, n in sorted(result.open_by_rule.items()) if n) or "none"
+    click.echo(
+        f"leak scan done: {len(result.raised)} raised, {len(result.cleared)} cleared,"
+        f" {result.queued} write-back(s)/alert(s) queued; open: {open_flags}"
+    )
+
+
+def _emit(text: str, output: Path | None, what: str) -> None:
     if output is None:
         click.echo(text, nl=False)
         return
+    _write_report(output, text, what)
+
+
+def _write_report(path: Path, text: str, what: str) -> None:
     try:
-        output.write_text(text, encoding="utf-8", newline="")
+        path.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        raise ConfigError(f"cannot write {output}: {exc.strerror}") from exc
-    click.echo(f"wrote {output_format} report to {output}", err=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+    click.echo(f"wrote {what} to {path}", err=True)
 
 
 def _register_commands() -> None:
@@ -273,7 +372,9 @@ _register_commands()
 @click.pass_context
 @_errors_to_exit_codes
 def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> None:
-    """Run the whole service against the local sandbox and show what it did (about a minute)."""
+    """Run the whole service against the local sandbox and show what it did (about ten seconds;
+    needs Redis). Its state stays in OUTPUT/demo.db: inspect it afterwards with
+    SYNC_DATABASE_URL=sqlite:///OUTPUT/demo.db and any command (status, dlq list, leaks)."""
     import logging
 
     from rich.console import Console
@@ -301,4 +402,9 @@ def demo_command(ctx: click.Context, seed: int, deals: int, output: Path) -> Non
     hint = "  (see: sync-worker dlq list)" if summary.dead_letters else ""
     console.print(f"dead letters: {summary.dead_letters}{hint}")
     console.print(f"report: {summary.report}  (open it in a browser)")
+    console.print(
+        f"inspect the demo's store: SYNC_DATABASE_URL=sqlite:///{(output / 'demo.db').resolve()}"
+        " sync-worker status  (or dlq list, leaks)",
+        soft_wrap=True,
+    )
     console.print(f"done in {summary.seconds:.0f} s")

@@ -28,6 +28,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from sync_worker import __version__
 from sync_worker.errors import AuthError, PermanentError, SyncWorkerError, TransientError
+from sync_worker.metrics import RATE_LIMITED
 
 __all__ = [
     "STATUS_ERRORS",
@@ -219,6 +220,8 @@ class ApiClient:
             raise TransientError(f"{where}: {type(exc).__name__}") from exc
         if self._limiter is not None:
             self._limiter.observe(bucket, response.headers)
+        if response.status_code == 429:
+            RATE_LIMITED.labels(system=self.name).inc()
         if response.status_code >= 400:
             detail = _provider_message(response)
             message = f"{where}: HTTP {response.status_code}" + (f": {detail}" if detail else "")

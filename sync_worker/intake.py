@@ -86,6 +86,7 @@ class InboxStore(Protocol):
         payload: Mapping[str, Any],
         reason: str,
         error_class: str | None = None,
+        inbox_id: int | None = None,
     ) -> int: ...
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, SecretStr
 
 from sync_worker.settings import Settings, url_password
 
-__all__ = ["JsonFormatter", "RedactingFilter", "configure_logging", "secret_values"]
+__all__ = ["JsonFormatter", "RedactingFilter", "TextFormatter", "configure_logging", "secret_values"]
 
 _KEYS = r"(?:api_?)?token|apikey|api_key|access_token|refresh_token|client_secret|password|secret"
 _HEADERS = r"authorization|x-api-token|x-sync-token|x-hubspot-signature(?:-v3)?"
@@ -73,16 +73,57 @@ class RedactingFilter(logging.Filter):
         message = record.getMessage()
         record.msg = _scrub(message, self.secrets)
         record.args = None
+        for key, value in _extras(record).items():
+            if isinstance(value, str):
+                setattr(record, key, _scrub(value, self.secrets))
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = _scrub(logging.Formatter().formatException(record.exc_info), self.secrets)
             record.exc_info = None
         return True
 
 
+# LogRecord's own attributes, and what only restates the message for a terminal (uvicorn's
+# ``color_message`` carries ANSI escape codes).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, str | int | float | bool | None]:
+    """The ``extra`` fields of a record, as JSON scalars."""
+    return {
+        key: value if isinstance(value, str | int | float | bool | None) else str(value)
+        for key, value in vars(record).items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
+
+
+def _text_value(value: str | int | float | bool | None) -> str:
+    if isinstance(value, str):
+        return value if value and not any(c.isspace() or c in '"=' for c in value) else json.dumps(value)
+    return json.dumps(value)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``: the line a person reads, with every ``extra``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = _extras(record)
+        if not extras:
+            return line
+        head, sep, tail = line.partition("\n")  # a traceback stays below the fields
+        fields = " ".join(f"{key}={_text_value(value)}" for key, value in sorted(extras.items()))
+        return f"{head} {fields}{sep}{tail}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: time, level, logger, message, plus any ``extra`` fields."""
-
-    _skip = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
@@ -91,9 +132,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in self._skip and not key.startswith("_"):
-                payload[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        payload.update(_extras(record))
         if record.exc_text:
             payload["exception"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False)
@@ -106,7 +145,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> logging.Hand
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

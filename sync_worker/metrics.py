@@ -1,4 +1,4 @@
-"""Prometheus metrics of the webhook receiver, on a registry of their own.
+"""Prometheus metrics: the webhook receiver's, on a registry of their own, and the workers'.
 
 Each :class:`ReceiverMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, so several apps
 (tests, a benchmark next to a server) never collide on the process-wide default registry. Label
@@ -7,7 +7,15 @@ from the fixed tuples below; the leak gauges' ``rule`` and ``stage`` come from t
 the canonical stage keys. The leak gauges are read from the store at scrape time
 (:func:`sync_worker.leaks.leak_gauges`) and exposed by a custom collector from one snapshot, so a
 scrape never sees half an update; when the store cannot be read the last series are exported as
-NaN (https://prometheus.io/docs/instrumenting/writing_exporters/#failed-scrapes). Exposition format:
+NaN (https://prometheus.io/docs/instrumenting/writing_exporters/#failed-scrapes).
+
+The workers' series (:data:`POLLS`, :data:`RECORDS`, :data:`WRITES`, :data:`FAILURES`,
+:data:`RATE_LIMITED`, :data:`DEAD_LETTERS`, :data:`LAST_SUCCESS`, :data:`UNMAPPED_STAGES`) live in
+the process-wide default registry and use prometheus_client's multiprocess mode: ``sync-worker
+worker`` (and ``run``) give the Dramatiq processes a ``PROMETHEUS_MULTIPROC_DIR`` and serve the sum
+of every process on ``--metrics-port`` (:func:`serve_worker_metrics`); under ``run`` the receiver's
+``/metrics`` adds them too (:meth:`ReceiverMetrics.add_worker_dir`).
+https://prometheus.github.io/client_python/multiprocess/ Exposition format:
 https://prometheus.io/docs/instrumenting/exposition_formats/ and naming:
 https://prometheus.io/docs/practices/naming/
 """
@@ -25,16 +33,29 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from sync_worker.canonical import UnmappedStage
+
 __all__ = [
     "CONTENT_TYPE",
+    "DEAD_LETTERS",
     "EVENT_OUTCOMES",
+    "FAILURES",
+    "LAST_SUCCESS",
     "LEAK_METRICS",
+    "POLLS",
+    "RATE_LIMITED",
+    "RECORDS",
     "REQUEST_OUTCOMES",
     "SKIPPED_EVENTS",
+    "UNMAPPED_STAGES",
+    "WRITES",
     "EventOutcome",
     "ReceiverMetrics",
     "RequestOutcome",
     "note_skipped",
+    "note_unmapped",
+    "serve_worker_metrics",
+    "worker_registry",
 ]
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -84,6 +105,81 @@ def note_skipped(source: str, reason: str) -> None:
         _skipped_seen.add((source, label))
     if first:
         _log.warning("%s event skipped: %s (logged once, counted in the skipped metric)", source, label)
+
+
+POLLS: Final = Counter(
+    "sync_worker_polls",
+    "Polls of a source's stream, by outcome (ok, error).",
+    ("source", "stream", "outcome"),
+)
+RECORDS: Final = Counter(
+    "sync_worker_records_pulled", "Records pulled, by source and stream.", ("source", "stream")
+)
+WRITES: Final = Counter(
+    "sync_worker_writes",
+    "Outbox items pushed to a target, by outcome (written, created, skipped, retried, dead).",
+    ("target", "outcome"),
+)
+FAILURES: Final = Counter(
+    "sync_worker_failures", "Polls and pushes that failed, by system and operation.", ("system", "operation")
+)
+RATE_LIMITED: Final = Counter(
+    "sync_worker_rate_limited", "HTTP 429 answers from a system's API.", ("system",)
+)
+DEAD_LETTERS: Final = Counter(
+    "sync_worker_dead_letters", "Messages that became dead letters, by queue and system.", ("queue", "system")
+)
+LAST_SUCCESS: Final = Gauge(
+    "sync_worker_last_success_timestamp_seconds",
+    "Unix time of the last successful poll (system, stream) or push (system = the target, stream empty).",
+    ("operation", "system", "stream"),
+    multiprocess_mode="max",
+)
+UNMAPPED_STAGES: Final = Counter(
+    "sync_worker_unmapped_stages",
+    "Records whose pipeline or stage no mapping covers, by source, pipeline and stage.",
+    ("source", "pipeline", "stage"),
+)
+
+
+_unmapped_seen: set[tuple[str, str, str]] = set()
+
+
+def note_unmapped(unmapped: UnmappedStage) -> None:
+    """Count one record whose stage no mapping covers, and warn once per (source, pipeline, stage)
+    in this process: its deals are out of the funnel until the mapping names the stage."""
+    key = (unmapped.source, unmapped.pipeline or "", unmapped.stage or "")
+    UNMAPPED_STAGES.labels(source=key[0], pipeline=key[1][:120], stage=key[2][:120]).inc()
+    with _skipped_lock:
+        first = key not in _unmapped_seen
+        _unmapped_seen.add(key)
+    if first:
+        _log.warning(
+            "%s: pipeline %r stage %r is not mapped: its deals stay out of the funnel"
+            " (map it in %s.yaml; see: sync-worker mappings check)",
+            key[0],
+            key[1] or None,
+            key[2] or None,
+            key[0],
+            extra={"source": key[0], "pipeline": key[1], "stage": key[2]},
+        )
+
+
+def worker_registry(directory: str) -> CollectorRegistry:
+    """A registry summing the multiprocess files of the worker processes in ``directory``."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def serve_worker_metrics(directory: str, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
+    """Serve the workers' summed series on ``host:port`` from a daemon thread (``/metrics``)."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr=host, registry=worker_registry(directory))
+    _log.info("worker metrics on http://%s:%d/metrics", host, port)
 
 
 # name -> help of the gauges :func:`sync_worker.leaks.leak_gauges` feeds, labelled rule and stage.
@@ -164,6 +260,12 @@ class ReceiverMetrics:
         )
         self._leaks = _LeakCollector()
         self.registry.register(self._leaks)
+
+    def add_worker_dir(self, directory: str) -> None:
+        """Also expose the series of the worker processes writing to ``directory`` (``run``)."""
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
 
     def count_request(self, source: str, outcome: RequestOutcome) -> None:
         self.requests.labels(source=source, outcome=outcome).inc()

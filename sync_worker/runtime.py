@@ -34,7 +34,7 @@ from sync_worker.actors import PushLock, configure_actors
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService, full_streams
 from sync_worker.engine.model import PushStats
-from sync_worker.errors import ConfigError
+from sync_worker.errors import ConfigError, StoreUnavailableError
 from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
 from sync_worker.locks import RedisLock
@@ -186,6 +186,8 @@ class Runtime:
             alerts=self.settings.alerts.webhook_url is not None,
             diverged_grace=self.diverged_grace,
             deal_links=deal_links(self.settings),
+            alert_min_amount=self.settings.alerts.min_amount,
+            digest=True,
         )
 
     @property
@@ -275,6 +277,7 @@ def build_runtime(
     if coalesce_window is not None:
         config = replace(config, coalesce_window=coalesce_window)
     service = SyncService(store, holder, connectors, clock=clock, config=config)
+    _start_routes(store, holder.current, clock())
     alerts = None
     if settings.alerts.webhook_url is not None:
         from sync_worker.leaks import alert_client
@@ -292,6 +295,14 @@ def build_runtime(
         clock=clock,
         alert_client=alerts,
     )
+
+
+def _start_routes(store: SyncStore, mappings: Mappings, now: datetime) -> None:
+    """Record when the service first ran each route: reply routes act only on newer replies."""
+    try:
+        store.start_routes((route.name for route in mappings.routes), at=now)
+    except StoreUnavailableError as exc:
+        _log.warning("route starts not recorded (%s): the next start records them", exc)
 
 
 class RuntimeMiddleware(dramatiq.Middleware):

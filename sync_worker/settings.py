@@ -11,6 +11,7 @@ connector (:mod:`sync_worker.plugins`) adds one section, its spec's ``settings_m
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, overload
@@ -97,6 +98,12 @@ class _ConnectorEnvSource(PydanticBaseSettingsSource):
 
 class AlertSettings(BaseModel):
     webhook_url: SecretStr | None = Field(default=None, description="Slack-compatible incoming webhook")
+    min_amount: Decimal | None = Field(
+        default=None,
+        ge=0,
+        description="a new flag on a deal of at least this amount (its own currency) gets its own alert"
+        " besides the scan's digest; unset: the digest only",
+    )
 
 
 class Settings(BaseSettings):

@@ -18,7 +18,8 @@ Payloads:
   https://pipedrive.readme.io/docs/guide-for-webhooks
 
 Ids may be numbers or strings. Events the service does not act on come back with
-``handled=False``; a malformed body raises :class:`PayloadError` naming the problem.
+``handled=False``; a malformed body, or a deal create/change the worker could not apply (no deal
+object, no ``update_time``), raises :class:`PayloadError` naming the problem (the receiver's 400).
 """
 
 from __future__ import annotations
@@ -111,6 +112,26 @@ def _watched_change(
     return None, None
 
 
+def _require_usable(current: Mapping[str, Any] | None, entity: str, action: str, key: str) -> None:
+    """Refuse at the door (400) a deal create/change the worker could not apply.
+
+    The worker turns ``data`` (v2) or ``current`` (v1) into a record ordered by its ``update_time``
+    (:func:`connectors.pipedrive.convert.to_canonical`); without it the event could only die later.
+    """
+    if entity not in HANDLED_OBJECTS or action not in ("create", "change"):
+        return
+    if current is None:
+        raise PayloadError(f"pipedrive webhook: {key} is missing for a {entity} {action}")
+    if current.get("is_deleted") is True:
+        return
+    try:
+        stamp = parse_time(current.get("update_time"), f"{key}.update_time")
+    except PermanentError as exc:
+        raise PayloadError(f"pipedrive webhook: {key}.update_time is not an RFC 3339 time") from exc
+    if stamp is None:
+        raise PayloadError(f"pipedrive webhook: {key}.update_time is missing")
+
+
 def _attempt(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -135,6 +156,7 @@ def _parse_v2(body: Mapping[str, Any], now: Callable[[], datetime]) -> WebhookEv
         occurred = parse_time(meta.get("timestamp"), "meta.timestamp")
     except (PermanentError, OverflowError) as exc:  # OverflowError: year 1 or 9999 moved into UTC
         raise PayloadError("pipedrive webhook: meta.timestamp is not an RFC 3339 time") from exc
+    _require_usable(data, entity, action, "data")
     name, value = _watched_change(data, previous)
     return WebhookEvent(
         source=SOURCE,
@@ -183,6 +205,7 @@ def _parse_v1(body: Mapping[str, Any], now: Callable[[], datetime]) -> WebhookEv
     moment = _text(micro) or _text(stamp)
     if moment is None:
         raise PayloadError("pipedrive webhook: meta.timestamp is missing")
+    _require_usable(current, entity, action, "current")
     name, value = _watched_change(current, previous)
     return WebhookEvent(
         source=SOURCE,

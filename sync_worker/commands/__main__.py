@@ -16,13 +16,14 @@ def _main() -> None:
 @_main.command("serve")
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8000)
+@click.option("--worker-metrics-dir", default=None, help="also serve the workers' series written here")
 @click.pass_context
 @errors_to_exit_codes
-def _serve(ctx: click.Context, host: str, port: int) -> None:
+def _serve(ctx: click.Context, host: str, port: int, worker_metrics_dir: str | None) -> None:
     """Run the webhook receiver."""
     from sync_worker.receiver.serve import serve
 
-    serve(settings_from(ctx), host, port)
+    serve(settings_from(ctx), host, port, worker_metrics_dir=worker_metrics_dir)
 
 
 for _command in COMMANDS:

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 a failure reported (unknown id, broker down), 2 bad usage.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 
 import click
@@ -80,15 +81,38 @@ def dlq_show(ctx: click.Context, dead_letter_id: int) -> None:
     store = _store(ctx)
     try:
         letter = store.get_dead_letter(dead_letter_id)
+        if letter is None:
+            raise PermanentError(f"dead letter {dead_letter_id} does not exist")
+        _show(store, letter)
     finally:
         store.close()
-    if letter is None:
-        raise PermanentError(f"dead letter {dead_letter_id} does not exist")
+
+
+def _show(store: SyncStore, letter: DeadLetter) -> None:
     console = Console(width=160)
     console.print(_table([letter]))
     console.print(f"queue: {letter.queue}  message: {letter.message_id}  error: {letter.error_class or '-'}")
     console.print(f"reason: {letter.reason}", markup=False)
+    console.print("message:")
     console.print_json(json.dumps(dict(letter.payload), default=str))
+    title, body = _failed_body(store, letter)
+    if body is not None:
+        console.print(f"{title}:")
+        console.print_json(json.dumps(body, default=str))
+
+
+def _failed_body(store: SyncStore, letter: DeadLetter) -> tuple[str, object | None]:
+    """What the message carried by reference: the webhook body of its inbox row, or its outbox item."""
+    if letter.inbox_id is not None:
+        event = store.get_inbox_event(letter.inbox_id)
+        label = f"webhook body (inbox row {letter.inbox_id})"
+        return label, dict(event.payload) if event is not None else "(the inbox row is gone)"
+    outbox_id = letter.payload.get("outbox_id")
+    if isinstance(outbox_id, int):
+        item = store.get_outbox(outbox_id)
+        label = f"outbox item {outbox_id} ({item.target if item is not None else 'gone'})"
+        return label, dict(item.payload) if item is not None else "(the outbox item is gone)"
+    return "", None
 
 
 @dlq_group.command("replay")
@@ -120,16 +144,39 @@ def dlq_replay(ctx: click.Context, dead_letter_id: int | None, replay_all: bool)
 
 
 @dlq_group.command("purge")
+@click.argument("dead_letter_ids", metavar="[ID]...", type=int, nargs=-1)
+@click.option("--all", "purge_all", is_flag=True, help="every dead letter (narrowed by the options below)")
 @click.option("--replayed-only", is_flag=True, help="only dead letters already replayed")
 @click.option("--older-than-days", type=float, default=None, help="only those older than this")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation (needed without a terminal)")
 @click.pass_context
 @errors_to_exit_codes
-def dlq_purge(ctx: click.Context, replayed_only: bool, older_than_days: float | None) -> None:
-    """Delete dead letters."""
+def dlq_purge(
+    ctx: click.Context,
+    dead_letter_ids: tuple[int, ...],
+    purge_all: bool,
+    replayed_only: bool,
+    older_than_days: float | None,
+    yes: bool,
+) -> None:
+    """Delete the dead letters given by ID, or --all of them (optionally only replayed or older ones)."""
+    if bool(dead_letter_ids) == purge_all:
+        raise ConfigError("give the dead letter IDs to delete, or --all")
+    what = (
+        f"dead letter(s) {', '.join(map(str, dead_letter_ids))}" if dead_letter_ids else "every dead letter"
+    )
+    if replayed_only or older_than_days is not None:
+        what += " matching the filters"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"refusing to delete {what} without confirmation: pass --yes")
+        click.confirm(f"delete {what}?", abort=True)
     store = _store(ctx)
     try:
         older = timedelta(days=older_than_days) if older_than_days is not None else None
-        removed = store.purge_dead_letters(replayed_only=replayed_only, older_than=older)
+        removed = store.purge_dead_letters(
+            replayed_only=replayed_only, older_than=older, ids=list(dead_letter_ids) or None
+        )
     finally:
         store.close()
     click.echo(f"purged {removed} dead letter(s)")

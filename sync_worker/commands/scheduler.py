@@ -10,7 +10,13 @@ import threading
 
 import click
 
-from sync_worker.commands._common import errors_to_exit_codes, install_stop_handlers, settings_from
+from sync_worker.commands._common import (
+    MIGRATE_OPTION_HELP,
+    errors_to_exit_codes,
+    install_stop_handlers,
+    prepare_start,
+    settings_from,
+)
 from sync_worker.settings import Settings
 
 __all__ = ["LOCK_NAME", "run_scheduler", "scheduler_command"]
@@ -42,11 +48,13 @@ def run_scheduler(settings: Settings, stop: threading.Event, *, lock_ttl: float 
 
 
 @click.command("scheduler")
+@click.option("--migrate/--no-migrate", default=False, show_default=True, help=MIGRATE_OPTION_HELP)
 @click.pass_context
 @errors_to_exit_codes
-def scheduler_command(ctx: click.Context) -> None:
+def scheduler_command(ctx: click.Context, migrate: bool) -> None:
     """Enqueue incremental polls, pushes, inbox sweeps and leak scans until interrupted."""
     settings = settings_from(ctx)
+    prepare_start(settings, migrate=migrate)
     stop = threading.Event()
     install_stop_handlers(stop)
     run_scheduler(settings, stop)

@@ -97,6 +97,7 @@ def sync_command(
     ctx: click.Context, source: str, stream: str | None, since: datetime | None, full: bool
 ) -> None:
     """Pull one source now (incremental, --since T, or --full), then push what it routed."""
+    from sync_worker.activity import note_poll, note_push
     from sync_worker.actors import record_dead_items
     from sync_worker.runtime import build_runtime, enabled_streams, redis_client
 
@@ -149,7 +150,9 @@ def sync_command(
                 def advance(count: int, task_id: TaskID = task) -> None:
                     progress.advance(task_id, count)
 
-                pulls.append(runtime.service.poll(source, name, full=full, progress=advance))
+                pulled = runtime.service.poll(source, name, full=full, progress=advance)
+                note_poll(runtime.store, source, name, pulled.records)
+                pulls.append(pulled)
             for target in runtime.connectors:
                 total = PushStats(target=target)
                 for _ in range(_PUSH_ROUNDS):
@@ -157,7 +160,8 @@ def sync_command(
                     total = _add(total, done)
                     if done.items == 0 or done.writes + len(done.dead) == 0:
                         break
-                record_dead_items(runtime.store, total.dead)
+                record_dead_items(runtime.store, total.dead, target)
+                note_push(runtime.store, total)
                 pushes.append(total)
     finally:
         runtime.close()

@@ -35,6 +35,7 @@ from sync_worker.engine.model import (
     EVENT_STATUS_CHANGE,
     SYNCED_FIELDS,
 )
+from sync_worker.metrics import note_unmapped
 from sync_worker.store.models import RecordChange, StoredRecord
 
 __all__ = [
@@ -169,6 +170,8 @@ def observe(
     A record older than the stored one is not applied (``change.applied`` False) and raises no
     event; an echo is stored but raises no event either.
     """
+    if record.unmapped is not None:
+        note_unmapped(record.unmapped)
     now = clock()
     before = store.get_record(record.source, record.kind, record.external_id)
     if before is not None:

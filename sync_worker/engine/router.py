@@ -31,14 +31,22 @@ from typing import Any
 
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
 from sync_worker.engine.ingest import Observation, field_value
-from sync_worker.engine.model import EngineConfig, system_rank
+from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
 from sync_worker.engine.routing import EngineRoute, routes_for
 from sync_worker.mappings import Mappings
 from sync_worker.store import StoredRecord, SyncStore
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["PAYLOAD_VERSION", "Target", "create_key", "find_target", "plan_fields", "route_observation"]
+__all__ = [
+    "PAYLOAD_VERSION",
+    "Target",
+    "create_key",
+    "find_target",
+    "held_routes",
+    "plan_fields",
+    "route_observation",
+]
 
 PAYLOAD_VERSION = 1
 
@@ -219,6 +227,22 @@ def _representable(mappings: object, target: str, stage: str) -> bool:
     return mappings.to_target(target, StageKey(stage)) is not None
 
 
+def held_routes(store: SyncStore, routes: tuple[EngineRoute, ...], obs: Observation) -> frozenset[str]:
+    """Routes that must not act on ``obs``: paused by an operator (``sync-worker pause``), or a reply
+    route seeing a reply older than its start (``since`` in routes.yaml, else when the service first
+    ran it) unless the route asks for ``history``. First-run safety: a first sync never turns a
+    whole reply history into deals."""
+    held = set(store.paused_routes())
+    replies = [r for r in routes if not r.history and r.events & obs.events == {EVENT_REPLY}]
+    starts = store.route_starts() if replies else {}
+    for route in replies:
+        start = route.since or starts.get(route.name)
+        replied = obs.record.replied_at
+        if start is not None and (replied is None or replied < start):
+            held.add(route.name)
+    return frozenset(held)
+
+
 def route_observation(
     store: SyncStore,
     mappings: object,
@@ -233,7 +257,11 @@ def route_observation(
         return 0
     record = obs.record
     queued = 0
-    for route in routes_for(mappings, record.source, obs.events):
+    routes = routes_for(mappings, record.source, obs.events)
+    held = held_routes(store, routes, obs) if routes else frozenset()
+    for route in routes:
+        if route.name in held:
+            continue
         if route.only_status is not None and record.status not in route.only_status:
             continue
         target = find_target(store, route, record, obs.change.record.id)

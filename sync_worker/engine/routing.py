@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from sync_worker.engine.model import (
@@ -36,7 +37,8 @@ class EngineRoute:
     ``events`` the change kinds that trigger it (``any_change`` is expanded on the way in);
     ``match`` how the target record is found, in order; ``create`` make the target record when
     none matches; ``stage`` how the canonical stage is written; ``fields`` the other fields
-    copied; ``only_status`` when set, only records in one of these statuses flow.
+    copied; ``only_status`` when set, only records in one of these statuses flow; ``since`` and
+    ``history`` bound the replies a reply route acts on (:func:`sync_worker.engine.router.held_routes`).
     """
 
     name: str
@@ -48,6 +50,8 @@ class EngineRoute:
     stage: StageMode = "mirror"
     fields: frozenset[str] = frozenset()
     only_status: frozenset[str] | None = None
+    since: datetime | None = None
+    history: bool = False
 
     def triggered_by(self, events: Iterable[str]) -> bool:
         return bool(self.events & set(events))
@@ -111,6 +115,8 @@ def as_route(route: Any) -> EngineRoute:
         stage=stage,  # type: ignore[arg-type]
         fields=fields,
         only_status=frozenset(_strings(only)) if only else None,
+        since=_first(route, "since"),
+        history=bool(_first(route, "history", default=False)),
     )
 
 

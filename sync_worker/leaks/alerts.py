@@ -1,4 +1,10 @@
-"""Leak alerts: a Slack-compatible incoming-webhook message per new flag, sent from the outbox.
+"""Leak alerts: one Slack-compatible digest per scan, plus a message per large new flag.
+
+Each scan that raised flags queues ONE digest (:func:`digest_payload`: how many new flags per rule,
+the top deals by amount at risk with their owner and a link to each copy in its CRM) and one
+message per new flag only when its amount reaches ``SYNC_ALERTS__MIN_AMOUNT`` (in the deal's own
+currency; unset: the digest only) (:func:`wants_own_alert`). A first scan over a big pipeline is
+one message, not sixty.
 
 Message shape after Slack's incoming webhooks (https://api.slack.com/messaging/webhooks): a JSON
 object with ``text`` (the notification fallback) and ``blocks`` (Block Kit ``section`` and
@@ -45,7 +51,20 @@ from sync_worker.store.leak_queries import FlaggedRecord
 from sync_worker.store.record_queries import DealCopy
 from sync_worker.store.types import as_utc
 
-__all__ = ["ALERT_TARGET", "alert_client", "alert_payload", "format_money", "push_alerts", "send_alert"]
+__all__ = [
+    "ALERT_TARGET",
+    "DIGEST_TOP",
+    "alert_client",
+    "alert_payload",
+    "digest_payload",
+    "format_money",
+    "push_alerts",
+    "send_alert",
+    "wants_own_alert",
+]
+
+DIGEST_TOP = 5
+"""How many deals the digest lists by amount at risk."""
 
 ALERT_TARGET = "alert"
 _PLACEHOLDER = "https://alert-webhook.invalid"
@@ -140,6 +159,61 @@ def alert_payload(
             },
         ],
     }
+
+
+def wants_own_alert(item: FlaggedRecord, min_amount: Decimal | None) -> bool:
+    """Whether a new flag gets a message of its own besides the digest: its amount reaches ``min_amount``."""
+    return min_amount is not None and item.flag.amount is not None and item.flag.amount >= min_amount
+
+
+def digest_payload(
+    items: Sequence[FlaggedRecord],
+    *,
+    copies: Mapping[int, Sequence[DealCopy]],
+    deal_links: Mapping[str, Callable[[str], str | None]] | None = None,
+    top: int = DIGEST_TOP,
+) -> dict[str, Any]:
+    """The one Slack message of a scan: new flags counted by rule, then the ``top`` deals by amount.
+
+    Each listed deal shows its rule, stage, amount with currency, and every copy with its owner and a
+    link in its CRM (``deal_links``). Amounts in different currencies are listed, never added.
+    """
+    links = deal_links or {}
+    by_rule: dict[str, int] = {}
+    for item in items:
+        by_rule[item.flag.rule] = by_rule.get(item.flag.rule, 0) + 1
+    counts = ", ".join(f"{rule} {n}" for rule, n in sorted(by_rule.items()))
+    text = f"Leak scan: {len(items)} new leak flag(s): {counts}"
+    ranked = sorted(
+        items, key=lambda item: (item.flag.amount is None, -(item.flag.amount or 0), item.flag.id)
+    )
+    lines = []
+    for item in ranked[:top]:
+        flag = item.flag
+        name = _escape(item.title or f"{item.kind} {item.external_id}")
+        stage = flag.stage.value if flag.stage is not None else "unknown stage"
+        shown = copies.get(flag.record_id) or ()
+        where = "; ".join(_copy_line(copy, links) for copy in shown) or _escape(
+            f"{item.source} {item.external_id}"
+        )
+        amount = _escape(format_money(flag.amount, item.currency))
+        lines.append(f"• *{name}*: {flag.rule} in {stage}, {amount} · {where}")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_escape(text)}*"}},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": f"*{rule}:* {n}"} for rule, n in sorted(by_rule.items())],
+        },
+    ]
+    if lines:
+        title = f"*Top {len(lines)} by amount at risk:*"
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": title + "\n" + "\n".join(lines)}}
+        )
+    if len(items) > len(lines):
+        more = f"{len(items) - len(lines)} more: sync-worker leaks, or the report"
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": more}]})
+    return {"text": text, "blocks": blocks}
 
 
 class _WebhookTransport(httpx.BaseTransport):

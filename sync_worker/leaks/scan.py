@@ -17,8 +17,10 @@ queues for the engine's push step:
   the flag's ``written_to_crm_at``;
 - one per cleared flag that had been written back and copy of its deal (``LeakFlag(rule=None)``,
   key ``leak:<flag id>:clear:<record id>``);
-- when ``alerts`` is on, ONE alert per new flag (target ``alert``, a Slack-compatible message naming
-  every copy with its link and owner, key ``leak:<flag id>:alert``), stamping ``alerted_at``;
+- when ``alerts`` is on and flags were raised, ONE digest (target ``alert``, key
+  ``leak:digest:<scan time>``) and one message per new flag whose amount reaches
+  ``alert_min_amount`` (naming every copy with its link and owner, key ``leak:<flag id>:alert``),
+  stamping every new flag's ``alerted_at``;
 
 and records the scan's time (:func:`last_scan_at`). A crash anywhere rolls all of it back, so flags,
 their write-backs and their alerts never diverge. Outbox keys are unique: nothing is queued twice.
@@ -29,10 +31,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sync_worker.canonical import CanonicalUpdate, StageModel
-from sync_worker.leaks.alerts import ALERT_TARGET, alert_payload
+from sync_worker.leaks.alerts import ALERT_TARGET, alert_payload, digest_payload, wants_own_alert
 from sync_worker.leaks.rules import RULES, RuleBook, clear_flag, leak_flag
 from sync_worker.leaks.wire import serialise_update
 from sync_worker.store import SyncStore
@@ -89,6 +92,8 @@ def scan_leaks(
     alerts: bool = True,
     diverged_grace: timedelta | None = None,
     deal_links: DealLinks | None = None,
+    alert_min_amount: Decimal | None = Decimal(0),
+    digest: bool = False,
 ) -> ScanResult:
     """Evaluate every rule at ``now``; see the module docstring for what is written.
 
@@ -98,6 +103,9 @@ def scan_leaks(
     ``diverged_grace``: how long copies may disagree before ``diverged`` (one poll interval plus
     the push time; default :data:`~sync_worker.leaks.rules.DEFAULT_DIVERGED_GRACE`).
     ``deal_links`` gives each copy's URL in the alerts (source -> external id -> URL).
+    ``digest``: queue one digest of the new flags (the service does; ``scan_leaks`` alone keeps
+    one message per flag). ``alert_min_amount``: new flags whose amount reaches it get a message of
+    their own (None: none; the service passes ``SYNC_ALERTS__MIN_AMOUNT``).
     """
     when = as_utc(now)
     pulls = {source: as_utc(started) for source, started in (full_pull_started or {}).items()}
@@ -115,8 +123,18 @@ def scan_leaks(
         to_write = _q.pending_flags(conn, "written_to_crm_at")
         to_alert = _q.pending_flags(conn, "alerted_at") if alerts else []
         copies = deal_copies(conn, [item.flag.record_id for item in (*cleared, *to_write, *to_alert)])
-        rows = _writes(cleared, copies, "clear") + _writes(to_write, copies, "raise")
+        written = _writes(cleared, copies, "clear") + _writes(to_write, copies, "raise")
+        rows = list(written)
         _q.mark_flags(conn, [item.flag.id for item in to_write], "written_to_crm_at", at=when)
+        if to_alert and digest:
+            digest_body = digest_payload(to_alert, copies=copies, deal_links=deal_links or {})
+            rows.append(
+                {
+                    "target": ALERT_TARGET,
+                    "idempotency_key": f"leak:digest:{when.isoformat()}",
+                    "payload": dump_json(digest_body),
+                }
+            )
         rows += [
             {
                 "target": ALERT_TARGET,
@@ -131,7 +149,9 @@ def scan_leaks(
                 ),
             }
             for item in to_alert
+            if wants_own_alert(item, alert_min_amount)
         ]
+        queued_alerts = len(rows) - len(written)
         _q.mark_flags(conn, [item.flag.id for item in to_alert], "alerted_at", at=when)
         _q.enqueue_outbox_rows(conn, rows, now=when)
         _q.record_scan(conn, now=when)
@@ -148,7 +168,7 @@ def scan_leaks(
         cleared=tuple(item.flag for item in cleared),
         open_by_rule=counts,
         queued=len(rows),
-        alerts=len(to_alert),
+        alerts=queued_alerts,
     )
 
 

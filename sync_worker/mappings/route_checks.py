@@ -215,6 +215,8 @@ def _expand(spec: RouteSpec, line: int | None) -> list[Route]:
             only_status=only,
             reverse=target in spec.from_,
             line=line,
+            since=spec.since,
+            history=spec.history,
         )
         for source, target in _directions(spec)
     ]

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from sync_worker.canonical import RecordStatus
 
@@ -140,6 +141,16 @@ class RouteSpec(BaseModel):
     stage: StageMode = Field(default=StageMode.NONE, description="how the canonical stage is written")
     fields: tuple[RouteField, ...] = Field(default=(), description="other fields copied to the target")
     enabled: bool = Field(default=True, description="false keeps the route validated but inactive")
+    since: AwareDatetime | None = Field(
+        default=None,
+        description="reply routes: act on replies from this time on (default: when the service first"
+        " ran the route); never on older ones unless history is true",
+    )
+    history: bool = Field(
+        default=False,
+        description="reply routes: also act on replies older than the route's start (a whole history:"
+        " on a production CRM this creates and moves deals for every past reply)",
+    )
     description: str | None = Field(default=None, description="free text for the admins")
 
 
@@ -165,6 +176,8 @@ class Route:
 
     ``only_status`` None means any record status. ``reverse`` is True for the ``to -> from`` half
     of a ``two_way`` entry. ``line`` is where the entry starts in ``routes.yaml`` (for messages).
+    ``since`` and ``history`` bound which replies a reply route acts on (first-run safety: by
+    default only replies after the route's recorded start, see :mod:`sync_worker.engine.router`).
     """
 
     name: str
@@ -178,6 +191,8 @@ class Route:
     only_status: frozenset[RecordStatus] | None = None
     reverse: bool = False
     line: int | None = None
+    since: datetime | None = None
+    history: bool = False
 
     def accepts(self, event: RouteEvent | str, status: RecordStatus | None = None) -> bool:
         """True when ``event`` triggers this route for a record in ``status`` (None: not known)."""

@@ -7,13 +7,16 @@ Routes (the architecture's HTTP contract):
   (connection closed) body not received within ``body_timeout``; 404 unknown source; 503 store
   unavailable (the sender retries). A broker outage does not fail the
   request: the events are durable and the sweeper enqueues them later.
-- ``GET /healthz``: the process is up. ``GET /readyz``: store, broker and mappings, each named.
+- ``GET /healthz``: the process is up. ``GET /readyz``: store, schema (migrated to the package's
+  head revision), broker and mappings, each named.
 - ``GET /metrics``: Prometheus text, with the leak gauges (open flags, amount at risk and weighted
   amount at risk by rule and stage) read from the store at scrape time; a down store never fails
   the scrape (the inbox depth and the leak series read NaN).
 - ``GET /report``: the pipeline report page (:func:`sync_worker.report.render_report_html`),
   ``text/html``; 503 while the store is down. It shows deal names and amounts and carries no
   authentication of its own: expose it only behind the proxy's access control.
+- ``GET /status``: ``sync-worker status --json`` (:mod:`sync_worker.status`), behind the same
+  ``SYNC_REPORT_TOKEN`` as the report.
 
 The blocking work (verification, parsing, the store transaction, the Redis push) runs in the thread
 pool. Starlette: https://www.starlette.io/applications/ and https://www.starlette.io/lifespan/
@@ -57,7 +60,7 @@ from sync_worker.receiver.access import AccessLogMiddleware
 from sync_worker.receiver.wire import BodyTimeoutError, error_response, read_body, webhook_request
 from sync_worker.report import render_report_html
 from sync_worker.settings import Settings
-from sync_worker.store import SyncStore
+from sync_worker.store import SyncStore, head_revision
 
 __all__ = ["MappingsSource", "create_app"]
 
@@ -101,6 +104,18 @@ def _outcome_for(exc: Exception) -> tuple[RequestOutcome, Response]:
     return "unavailable", error_response(
         503, "store_unavailable", "the event store is unavailable; retry later", headers=_RETRY_AFTER
     )
+
+
+def _schema_state(store: SyncStore) -> str:
+    """ "ok" when the store is migrated to the package's head revision, else what to do about it."""
+    try:
+        revision = store.schema_revision()
+    except StoreUnavailableError as exc:
+        return f"unavailable: {exc}"
+    head = head_revision()
+    if revision == head:
+        return "ok"
+    return f"at revision {revision or 'none'}, not {head}: run `sync-worker db upgrade`"
 
 
 class _Receiver:
@@ -183,7 +198,10 @@ class _Receiver:
         ) as exc:
             outcome, response = _outcome_for(exc)
             _log.warning(
-                "webhook refused: %s", outcome, extra={"source": source, "status": response.status_code}
+                "webhook refused: %s: %s",
+                outcome,
+                exc,
+                extra={"source": source, "status": response.status_code, "reason": str(exc)},
             )
             self.metrics.count_request(source, outcome)
             self.metrics.observe_latency(source, self.timer() - started)
@@ -222,6 +240,8 @@ class _Receiver:
             checks["broker"] = "ok"
         except TransientError as exc:
             checks["broker"] = f"unavailable: {exc}"
+        if self.report_store is not None and checks["store"] == "ok":
+            checks["schema"] = _schema_state(self.report_store)
         if self.mappings_holder is None:
             checks["mappings"] = "not loaded"
         else:
@@ -257,14 +277,41 @@ class _Receiver:
         await run_in_threadpool(self._refresh_gauges)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
-    async def report(self, request: Request) -> Response:
+    def _refused(self, request: Request, what: str) -> Response | None:
+        """The answer when ``what`` may not be served (no store, no token set, wrong token); else None."""
         if self.report_store is None:
             return error_response(404, "not_found", "this receiver has no report store")
         expected = self.settings.report_token
         if expected is None:
-            return error_response(404, "report_disabled", "set SYNC_REPORT_TOKEN to serve the report")
+            return error_response(404, "report_disabled", f"set SYNC_REPORT_TOKEN to serve the {what}")
         if not _token_matches(request, expected.get_secret_value()):
-            return error_response(401, "unauthorized", "the report needs ?token= or an X-Sync-Token header")
+            return error_response(401, "unauthorized", f"the {what} needs ?token= or an X-Sync-Token header")
+        return None
+
+    async def status(self, request: Request) -> Response:
+        refused = self._refused(request, "status")
+        if refused is not None:
+            return refused
+        assert self.report_store is not None
+        from sync_worker.status import build_status
+
+        try:
+            status = await run_in_threadpool(
+                functools.partial(build_status, mappings_loaded=self.mappings_holder is not None),
+                self.settings,
+                self.report_store,
+                now=self.clock(),
+            )
+        except StoreUnavailableError:
+            return error_response(
+                503, "store_unavailable", "the state store is unavailable; retry later", headers=_RETRY_AFTER
+            )
+        return JSONResponse(status.to_dict(), headers={"Cache-Control": "no-store"})
+
+    async def report(self, request: Request) -> Response:
+        refused = self._refused(request, "report")
+        if refused is not None:
+            return refused
         if self.mappings_holder is None:
             return error_response(
                 503, "mappings_unavailable", "the stage mappings are not loaded", headers=_RETRY_AFTER
@@ -368,6 +415,7 @@ def create_app(
         Route("/readyz", receiver.readyz, methods=["GET"]),
         Route("/metrics", receiver.metrics_endpoint, methods=["GET"]),
         Route("/report", receiver.report, methods=["GET"]),
+        Route("/status", receiver.status, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=receiver.lifespan)
     if access_log:

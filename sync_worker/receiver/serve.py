@@ -23,6 +23,7 @@ from sync_worker.broker import build_broker
 from sync_worker.errors import ConfigError
 from sync_worker.intake import WebhookSource
 from sync_worker.mappings import Mappings, MappingsHolder
+from sync_worker.metrics import ReceiverMetrics
 from sync_worker.receiver.app import create_app
 from sync_worker.receiver.limits import GuardedH11Protocol, connection_cap
 from sync_worker.settings import Settings, load_settings
@@ -64,8 +65,13 @@ def build_webhook_sources(
     return {name: connector for name, connector in built.items() if name in takes_webhooks}
 
 
-def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) -> Starlette:
-    """The receiver with a real store, Redis broker, hot-reloaded mappings and configured connectors."""
+def build_app(
+    settings: Settings, *, clock: Callable[[], datetime] = _utcnow, worker_metrics_dir: str | None = None
+) -> Starlette:
+    """The receiver with a real store, Redis broker, hot-reloaded mappings and configured connectors.
+
+    ``worker_metrics_dir``: the workers' multiprocess metrics folder (``run``), added to ``/metrics``.
+    """
     holder = MappingsHolder(settings.resolved_mappings_dir(), interval=settings.mappings_reload_seconds)
     store = SyncStore(settings.database_url)
     broker = build_broker(settings)
@@ -73,8 +79,12 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] = _utcnow) ->
     holder.start()
     if threading.current_thread() is threading.main_thread():
         holder.install_sighup()  # `kill -HUP` reloads the mappings now (workers: dramatiq restarts on HUP)
+    metrics = ReceiverMetrics()
+    if worker_metrics_dir is not None:
+        metrics.add_worker_dir(worker_metrics_dir)
     return create_app(
         settings,
+        metrics=metrics,
         store=store,
         broker=broker,
         mappings_holder=holder,
@@ -94,7 +104,9 @@ def app_from_environment() -> Starlette:
     return build_app(settings)
 
 
-def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+def serve(
+    settings: Settings, host: str, port: int, workers: int = 1, *, worker_metrics_dir: str | None = None
+) -> None:
     """Run the receiver until interrupted (blocks). ``workers > 1`` starts that many processes.
 
     Slow clients are bounded (:mod:`sync_worker.receiver.limits`): the request head must arrive
@@ -103,7 +115,8 @@ def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    target: str | Starlette = APP_FACTORY if workers > 1 else build_app(settings)
+    app = None if workers > 1 else build_app(settings, worker_metrics_dir=worker_metrics_dir)
+    target: str | Starlette = APP_FACTORY if app is None else app
     cap = connection_cap()
     _log.info("receiver: at most %d connections per process, request heads within %d s", cap, HEAD_TIMEOUT)
     uvicorn.run(

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from sync_worker.report.data import ForecastRow, FunnelRow, OpenFlagRow, PipelineReport, build_report
 from sync_worker.report.render_html import render_html, render_report_html
-from sync_worker.report.render_text import render_csv, render_json, render_table, report_to_dict
+from sync_worker.report.render_text import (
+    render_csv,
+    render_csv_table,
+    render_csv_tables,
+    render_json,
+    render_table,
+    report_to_dict,
+)
 
 __all__ = [
     "ForecastRow",
@@ -19,6 +26,8 @@ __all__ = [
     "PipelineReport",
     "build_report",
     "render_csv",
+    "render_csv_table",
+    "render_csv_tables",
     "render_html",
     "render_json",
     "render_report_html",

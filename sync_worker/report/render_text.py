@@ -5,11 +5,14 @@ All three are built from the same :func:`report_sections`, so they always agree:
 - **table**: one block per section (title line, header, ``-+-`` rule, rows), cells separated by
   `` | ``; rates as percentages, missing values as ``-``. Control characters and ``|`` in text
   from the CRMs are replaced so a deal title cannot forge columns or send terminal escapes.
-- **CSV** (RFC 4180, https://www.rfc-editor.org/rfc/rfc4180): one file, sections separated by an
-  empty line; every row starts with its section name and each section opens with its own header
-  row whose first cell is ``section``. Rates are fractions (``0.6667``), money is plain decimal,
-  missing values are empty. Text cells that a spreadsheet would run as a formula (starting with
-  ``= + - @``, tab or CR) are prefixed with ``'``, after OWASP's CSV injection advice:
+- **CSV** (RFC 4180, https://www.rfc-editor.org/rfc/rfc4180): one table per file
+  (:func:`render_csv_tables`, :func:`render_csv_table`: one header row, then the rows), which is what
+  a spreadsheet or ``pandas.read_csv`` expects; ``leaks --format csv`` writes ``--table NAME`` or
+  every table into ``--output DIR`` as ``NAME.csv``. :func:`render_csv` keeps the older combined
+  layout: sections separated by an empty line, every row starting with its section name. Rates
+  are fractions (``0.6667``), money is plain decimal, missing values are empty. Text cells that a
+  spreadsheet would run as a formula (starting with ``= + - @``, tab or CR) are prefixed with
+  ``'``, after OWASP's CSV injection advice:
   https://owasp.org/www-community/attacks/CSV_Injection
 - **JSON**: ``{"generated_at", "definitions", "open_flags", "funnel", "forecast": {"by_stage",
   "by_month"}}``; money as decimal strings (exact), rates as numbers rounded to 4 places.
@@ -35,6 +38,8 @@ __all__ = [
     "Cell",
     "Section",
     "render_csv",
+    "render_csv_table",
+    "render_csv_tables",
     "render_json",
     "render_table",
     "report_sections",
@@ -221,6 +226,24 @@ def render_csv(report: PipelineReport) -> str:
         for row in section.rows:
             writer.writerow([section.name, *(_csv_cell(cell) for cell in row)])
     return out.getvalue()
+
+
+def _one_csv(section: Section) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(section.columns)
+    writer.writerows([_csv_cell(cell) for cell in row] for row in section.rows)
+    return out.getvalue()
+
+
+def render_csv_tables(report: PipelineReport) -> dict[str, str]:
+    """Each table of the report as its own CSV document, by name (``open_flags``, ``funnel``, ...)."""
+    return {section.name: _one_csv(section) for section in report_sections(report)}
+
+
+def render_csv_table(report: PipelineReport, name: str) -> str:
+    """One table of the report as a CSV document; ``KeyError`` for a name that is not a table."""
+    return render_csv_tables(report)[name]
 
 
 def _csv_cell(cell: Cell) -> str:

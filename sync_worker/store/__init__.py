@@ -13,11 +13,13 @@ from sync_worker.store.flags import value_hash
 from sync_worker.store.migrate import current_revision, head_revision, upgrade_database
 from sync_worker.store.models import (
     AcceptResult,
+    Activity,
     DeadLetter,
     FlagRule,
     InboxEvent,
     OutboxItem,
     OutboxStatus,
+    Pause,
     RecordChange,
     StageTransition,
     StoredFlag,
@@ -27,11 +29,13 @@ from sync_worker.store.store import SyncStore
 
 __all__ = [
     "AcceptResult",
+    "Activity",
     "DeadLetter",
     "FlagRule",
     "InboxEvent",
     "OutboxItem",
     "OutboxStatus",
+    "Pause",
     "RecordChange",
     "StageTransition",
     "StoredFlag",

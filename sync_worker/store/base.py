@@ -4,8 +4,8 @@ Every store method runs in one transaction opened by :meth:`StoreBase._write` (`
 on SQLite) or :meth:`StoreBase._read` (plain ``BEGIN``). A database that cannot be reached
 (SQLAlchemy ``OperationalError``/``InterfaceError``, a pool timeout, SQLite "database is locked"
 after the busy timeout) raises :class:`~sync_worker.errors.StoreUnavailableError` there, so the
-receiver answers 503 and the sender retries. Messages name the error class only: driver messages
-can echo hosts and users.
+receiver answers 503 and the sender retries. Messages name the host, the database and the driver's
+reason (:func:`~sync_worker.store.engine.describe_failure`), never the password.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from sync_worker.errors import StoreUnavailableError
-from sync_worker.store.engine import READ_ONLY, create_engine_for, redacted_url
+from sync_worker.store.engine import READ_ONLY, create_engine_for, describe_failure, redacted_url
 from sync_worker.store.types import as_utc
 
 __all__ = ["StoreBase", "dialect_insert", "dump_json", "load_json", "utc_now"]
@@ -89,7 +89,7 @@ class StoreBase:
             with self._engine.begin() as conn:
                 yield conn
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(f"state store unavailable: {_describe(exc)}") from exc
+            raise StoreUnavailableError(f"state store unavailable: {self._describe(exc)}") from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -99,15 +99,19 @@ class StoreBase:
                 with conn.begin():
                     yield conn
         except _UNAVAILABLE as exc:
-            raise StoreUnavailableError(f"state store unavailable: {_describe(exc)}") from exc
+            raise StoreUnavailableError(f"state store unavailable: {self._describe(exc)}") from exc
+
+    def _describe(self, exc: Exception) -> str:
+        return describe_failure(self._engine.url, exc)
 
     def ping(self) -> None:
         """Return when the database answers; :class:`StoreUnavailableError` otherwise."""
         with self._read() as conn:
             conn.execute(text("SELECT 1")).scalar_one()
 
+    def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None: never migrated)."""
+        from alembic.runtime.migration import MigrationContext
 
-def _describe(exc: Exception) -> str:
-    # The driver's message may echo host or user; the class name is enough to act on.
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return type(orig).__name__
+        with self._read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()

@@ -8,7 +8,7 @@ loser's transaction is not aborted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -150,7 +150,9 @@ class DeliveryMixin(StoreBase):
         payload: Mapping[str, Any],
         reason: str,
         error_class: str | None = None,
+        inbox_id: int | None = None,
     ) -> int:
+        """Keep a dead message; ``inbox_id`` names the inbox row it stood for (then not pending)."""
         now = self._now()
         with self._write() as conn:
             return int(
@@ -164,6 +166,7 @@ class DeliveryMixin(StoreBase):
                         reason=reason,
                         error_class=error_class,
                         created_at=now,
+                        inbox_id=inbox_id,
                     )
                     .returning(dead_letters.c.id)
                 ).scalar_one()
@@ -195,10 +198,18 @@ class DeliveryMixin(StoreBase):
                 ).rowcount
             )
 
-    def purge_dead_letters(self, *, replayed_only: bool = False, older_than: timedelta | None = None) -> int:
-        """Delete dead letters (all, or only replayed / older ones); how many were deleted."""
+    def purge_dead_letters(
+        self,
+        *,
+        replayed_only: bool = False,
+        older_than: timedelta | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> int:
+        """Delete dead letters (all, or only these ids / replayed / older ones); how many were deleted."""
         with self._write() as conn:
             stmt = delete(dead_letters)
+            if ids is not None:
+                stmt = stmt.where(dead_letters.c.id.in_(list(ids)))
             if replayed_only:
                 stmt = stmt.where(dead_letters.c.replayed_at.is_not(None))
             if older_than is not None:
@@ -234,4 +245,5 @@ def _dead_letter(row: Row[Any]) -> DeadLetter:
         created_at=m["created_at"],
         error_class=m["error_class"],
         replayed_at=m["replayed_at"],
+        inbox_id=m["inbox_id"],
     )

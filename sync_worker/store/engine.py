@@ -23,12 +23,15 @@ a connect timeout and a bounded pool.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import DBAPIError
 
-__all__ = ["READ_ONLY", "create_engine_for", "normalise_url", "redacted_url"]
+__all__ = ["READ_ONLY", "create_engine_for", "describe_failure", "normalise_url", "redacted_url"]
 
 # Execution option a connection carries for read-only work: SQLite then starts a DEFERRED transaction.
 READ_ONLY = "sync_worker_read_only"
@@ -55,6 +58,35 @@ def redacted_url(url: str | URL) -> str:
     """The URL with any password masked, fit for logs and error messages."""
     parsed = make_url(url) if isinstance(url, str) else url
     return parsed.render_as_string(hide_password=True)
+
+
+# libpq wraps the reason in where it tried to connect; the host and port are said separately.
+_LIBPQ_PREFIX = re.compile(
+    r'^(connection failed: )?(connection to server at "[^"]*"( \([^)]*\))?, port \d+ failed: )?'
+)
+
+
+def describe_failure(url: str | URL, exc: BaseException) -> str:
+    """Where the store is and why it failed, for an operator: host, database and the driver's reason.
+
+    ``postgresql database 'sync' on db.internal:5432: Connection refused``; for SQLite the file, and
+    when its folder is missing, that. The password never appears (it is not in the URL rendered
+    here, and any copy of it in the driver's text is masked).
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    reason = _LIBPQ_PREFIX.sub("", text).replace("FATAL:  ", "").strip() or type(orig).__name__
+    if parsed.password:
+        reason = reason.replace(str(parsed.password), "***")
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ":memory:"
+        folder = Path(database).parent
+        if database != ":memory:" and not folder.is_dir():
+            reason = f"{reason} (the folder {folder} does not exist)"
+        return f"SQLite database {database}: {reason}"
+    host = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    return f"{parsed.get_backend_name()} database {parsed.database or '(default)'!r} on {host}: {reason}"
 
 
 def create_engine_for(url: str | URL, **kwargs: Any) -> Engine:

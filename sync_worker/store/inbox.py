@@ -13,12 +13,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, exists, func, or_, select, update
 
 from sync_worker.canonical import WebhookEvent
 from sync_worker.store.base import StoreBase, dialect_insert, dump_json, load_json
 from sync_worker.store.models import AcceptResult, InboxEvent
-from sync_worker.store.schema import cursors, inbox
+from sync_worker.store.schema import cursors, dead_letters, inbox
 from sync_worker.store.types import as_utc
 
 __all__ = ["InboxMixin"]
@@ -115,7 +115,9 @@ class InboxMixin(StoreBase):
         never = and_(inbox.c.enqueued_at.is_(None), inbox.c.received_at <= current - older_than)
         wanted = never
         if stale_after is not None:
-            lost = and_(inbox.c.processed_at.is_(None), inbox.c.enqueued_at <= current - stale_after)
+            lost = and_(
+                inbox.c.processed_at.is_(None), inbox.c.enqueued_at <= current - stale_after, ~_dead()
+            )
             wanted = or_(never, lost)
         with self._read() as conn:
             rows = conn.execute(
@@ -152,11 +154,11 @@ class InboxMixin(StoreBase):
             )
 
     def inbox_depth(self) -> int:
-        """Accepted events not processed yet."""
+        """Accepted events still pending: not processed, and not given up on (a dead letter not replayed)."""
         with self._read() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None))
+                    select(func.count()).select_from(inbox).where(inbox.c.processed_at.is_(None), ~_dead())
                 ).scalar_one()
             )
 
@@ -205,3 +207,8 @@ def _inbox_event(row: Row[Any]) -> InboxEvent:
         attempts=m["attempts"],
         skip_reason=m["skip_reason"],
     )
+
+
+def _dead() -> ColumnElement[bool]:
+    """The inbox row's message is a dead letter nobody replayed yet."""
+    return exists().where(dead_letters.c.inbox_id == inbox.c.id, dead_letters.c.replayed_at.is_(None))

@@ -10,6 +10,7 @@ escaping and the URL is never written anywhere.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -18,11 +19,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from sync_worker.errors import StoreUnavailableError
-from sync_worker.store.engine import create_engine_for
+from sync_worker.store.engine import create_engine_for, describe_failure
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "upgrade_database"]
 
@@ -40,8 +41,9 @@ def alembic_config(url: str | URL | None = None, *, connection: Connection | Non
     return config
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest revision the package ships."""
+    """The newest revision the package ships (read once per process)."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError(f"no migrations found in {MIGRATIONS_DIR}")
@@ -58,7 +60,9 @@ def upgrade_database(url: str | URL, revision: str = "head") -> None:
         with engine.begin() as connection:
             command.upgrade(alembic_config(url, connection=connection), revision)
     except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-        raise StoreUnavailableError(f"state store unreachable during migration: {_describe(exc)}") from exc
+        raise StoreUnavailableError(
+            f"state store unreachable during migration: {describe_failure(url, exc)}"
+        ) from exc
     finally:
         engine.dispose()
 
@@ -70,12 +74,6 @@ def current_revision(url: str | URL) -> str | None:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
     except (OperationalError, InterfaceError, PoolTimeoutError) as exc:
-        raise StoreUnavailableError(f"state store unreachable: {_describe(exc)}") from exc
+        raise StoreUnavailableError(f"state store unreachable: {describe_failure(url, exc)}") from exc
     finally:
         engine.dispose()
-
-
-def _describe(exc: Exception) -> str:
-    # The driver's own message can echo connection parameters; the class name is enough to act on.
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return type(orig).__name__

@@ -16,11 +16,13 @@ from sync_worker.canonical import RecordKind, RecordStatus, StageKey, WebhookEve
 
 __all__ = [
     "AcceptResult",
+    "Activity",
     "DeadLetter",
     "FlagRule",
     "InboxEvent",
     "OutboxItem",
     "OutboxStatus",
+    "Pause",
     "RecordChange",
     "StageTransition",
     "StoredFlag",
@@ -196,3 +198,29 @@ class DeadLetter:
     created_at: datetime
     error_class: str | None = None
     replayed_at: datetime | None = None
+    inbox_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Activity:
+    """The last run of one poll stream (``poll``, ``source/stream``), push target or leak scan."""
+
+    kind: str
+    name: str
+    last_run_at: datetime
+    last_success_at: datetime | None
+    last_error_at: datetime | None
+    last_error: str | None
+    last_count: int
+    total_count: int
+    failures: int
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A source or route an operator paused (``sync-worker pause``)."""
+
+    scope: str
+    name: str
+    paused_at: datetime
+    reason: str | None = None

@@ -33,12 +33,15 @@ from sqlalchemy import (
 from sync_worker.store.types import Amount, UTCDateTime
 
 __all__ = [
+    "ACTIVITY_KINDS",
     "FLAG_RULES",
     "KINDS",
     "NAMING_CONVENTION",
     "OUTBOX_STATUSES",
+    "PAUSE_SCOPES",
     "RECORD_STATUSES",
     "STAGE_KEYS",
+    "activity",
     "cursors",
     "dead_letters",
     "inbox",
@@ -47,8 +50,10 @@ __all__ = [
     "link_members",
     "metadata",
     "outbox",
+    "pauses",
     "processed_keys",
     "records",
+    "route_starts",
     "stage_history",
     "write_memory",
 ]
@@ -269,7 +274,51 @@ dead_letters = Table(
     Column("error_class", String(255)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("replayed_at", UTCDateTime),
+    # The inbox row a dead ``process_inbox_event`` message stood for: no longer pending until replayed.
+    Column("inbox_id", Integer),
     Index(None, "created_at"),
+    Index(None, "inbox_id"),
+)
+
+# What an operator paused without editing YAML (``sync-worker pause``): a source or a route.
+PAUSE_SCOPES = ("source", "route")
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("scope", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("paused_at", UTCDateTime, nullable=False),
+    Column("reason", Text),
+    PrimaryKeyConstraint("scope", "name"),
+    CheckConstraint(_in("scope", PAUSE_SCOPES), name="scope"),
+)
+
+# When the service first ran each route: a reply route acts only on replies after it (unless the
+# route says ``history: true`` or its own ``since``), so a first sync never replays a whole history.
+route_starts = Table(
+    "route_starts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("started_at", UTCDateTime, nullable=False),
+)
+
+# The last run of each piece of work, for ``sync-worker status``: a poll of a source's stream
+# (``poll``, ``hubspot/deals``), a push to a target (``push``, ``pipedrive``), a leak scan.
+ACTIVITY_KINDS = ("poll", "push", "scan")
+activity = Table(
+    "activity",
+    metadata,
+    Column("kind", String(16), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("last_run_at", UTCDateTime, nullable=False),
+    Column("last_success_at", UTCDateTime),
+    Column("last_error_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("last_count", Integer, nullable=False, server_default=text("0")),
+    Column("total_count", Integer, nullable=False, server_default=text("0")),
+    Column("failures", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("kind", "name"),
+    CheckConstraint(_in("kind", ACTIVITY_KINDS), name="kind"),
 )
 
 write_memory = Table(

@@ -54,3 +54,40 @@ def test_secrets_are_masked(fmt: str) -> None:
         lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         assert lines[0]["logger"] == "sync_worker.test"
         assert lines[0]["message"] == "calling with ***"
+
+
+def _facts_logged(fmt: str) -> str:
+    out = io.StringIO()
+    configure_logging(Settings(log_format=fmt, hubspot={"token": "pat-na1-SECRETVALUE"}), stream=out)
+    log = logging.getLogger("sync_worker.test")
+    log.info("poll done", extra={"source": "hubspot", "stream": "deals", "records": 57, "enqueued": 3})
+    log.warning(
+        "webhook refused: bad_request",
+        extra={"source": "pipedrive", "status": 400, "reason": "data.update_time is missing"},
+    )
+    log.info("leaked pat-na1-SECRETVALUE", extra={"detail": "token=pat-na1-SECRETVALUE"})
+    # uvicorn logs its start-up line with an ANSI-coloured copy of the message
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on %s", "http://127.0.0.1:8000", extra={"color_message": "\x1b[1m%s\x1b[0m"}
+    )
+    return out.getvalue()
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_text_and_json_lines_carry_the_same_facts_without_escape_codes() -> None:
+    text, as_json = _facts_logged("text"), _facts_logged("json")
+    records = [json.loads(line) for line in as_json.splitlines()]
+    lines = text.splitlines()
+    # The facts of each JSON object are on the matching text line
+    for record, line in zip(records, lines, strict=True):
+        for key, value in record.items():
+            if key in ("time", "level", "logger", "message"):
+                continue
+            assert f" {key}=" in line and str(value) in line, (key, line)
+    assert "source=hubspot" in lines[0] and "stream=deals" in lines[0] and "records=57" in lines[0]
+    assert 'reason="data.update_time is missing"' in lines[1]
+    assert records[1]["reason"] == "data.update_time is missing"
+    # No escape code and no secret, in either format
+    for out in (text, as_json):
+        assert "\x1b" not in out and "\\u001b" not in out and "SECRETVALUE" not in out
+    assert "color_message" not in as_json and "color_message" not in text

@@ -57,6 +57,36 @@ def test_pipedrive_bad_bodies_are_400(harness: Harness, body: bytes, detail: str
     assert detail in response.json()["detail"]
 
 
+def _pipedrive_change(version: int, deal: dict[str, object] | None) -> bytes:
+    if version == 2:
+        meta = {"id": "d-1", "action": "change", "entity": "deal", "entity_id": "7"}
+        return json.dumps({"meta": {**meta, "timestamp": "2024-06-01T12:00:00Z"}, "data": deal}).encode()
+    meta_v1 = {"action": "updated", "object": "deal", "id": 7, "timestamp": 1717243200}
+    return json.dumps({"v": 1, "meta": meta_v1, "current": deal, "previous": None}).encode()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize(
+    ("deal", "detail"),
+    [
+        ({"id": 7, "stage_id": 1, "title": "Acme"}, "update_time is missing"),
+        ({"id": 7, "update_time": "yesterday"}, "update_time is not an RFC 3339 time"),
+        (None, "is missing for a deal change"),
+    ],
+    ids=["no-update-time", "bad-update-time", "no-deal"],
+)
+def test_pipedrive_deal_changes_the_worker_cannot_apply_are_400_at_the_door(
+    harness: Harness, version: int, deal: dict[str, object] | None, detail: str
+) -> None:
+    # Given an authenticated Pipedrive delivery of a deal change the worker could not order
+    body = _pipedrive_change(version, deal)
+    response = harness.client.post("/webhooks/pipedrive", content=body, headers=basic(PD_USER, PD_PASSWORD))
+    # Then it is refused with the reason (Pipedrive retries and shows it), and nothing is stored
+    assert response.status_code == 400, response.text
+    assert detail in response.json()["detail"]
+    assert harness.store.inbox_depth() == 0
+
+
 @pytest.mark.parametrize(
     ("body", "reason"), [(b"[]", "empty"), (b'{"leadId": 1}', "unrecognised shape"), (b"{", "JSON")]
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from sync_worker.logs import RedactingFilter
 from sync_worker.receiver import build_webhook_sources
 from sync_worker.receiver.access import ACCESS_LOGGER
 from sync_worker.settings import Settings
+from sync_worker.store import SyncStore
 from tests.receiver.conftest import (
     CLOSED_REDIS_URL,
     HUBSPOT_SECRET,
@@ -33,7 +35,22 @@ def test_healthz_is_up(harness: Harness) -> None:
 def test_readyz_all_ok_with_the_stub_broker(harness: Harness) -> None:
     response = harness.client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"store": "ok", "broker": "ok", "mappings": "ok"}
+    assert response.json()["checks"] == {"store": "ok", "schema": "ok", "broker": "ok", "mappings": "ok"}
+
+
+def test_readyz_fails_while_the_schema_is_not_at_head(
+    make_harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    # Given a store the receiver can reach but that was never migrated
+    empty = SyncStore(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        response = make_harness(the_store=empty).client.get("/readyz")
+    finally:
+        empty.close()
+    # Then readiness fails on the schema, with the command that fixes it
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["schema"]
+    assert "sync-worker db upgrade" in response.json()["checks"]["schema"]
 
 
 def test_readyz_names_the_broker_when_redis_is_down(make_harness: Callable[..., Harness]) -> None:

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from sync_worker.canonical import CanonicalRecord, StageKey
+from sync_worker.canonical import CanonicalRecord, StageKey, UnmappedStage
 from sync_worker.leaks import scan_leaks
 from sync_worker.mappings import Mappings
 from sync_worker.store import SyncStore
@@ -171,3 +171,34 @@ def test_a_store_down_from_the_start_exports_no_leak_series(
     assert "# TYPE sync_worker_leak_flags_open gauge" in response.text
     assert _samples(response.text, "sync_worker_leak_flags_open") == {}
     assert "sync_worker_inbox_depth NaN" in response.text
+
+
+def test_status_is_served_behind_the_report_token(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(clock=lambda: NOW, settings=make_settings(report_token=REPORT_TOKEN))
+    # Given a poll the workers recorded, a pause and a dead letter
+    harness.store.record_activity("poll", "pipedrive/deals", count=12)
+    harness.store.pause("source", "lagrowthmachine")
+    harness.store.add_dead_letter(queue="poll", actor="poll_source", message_id="m", payload={}, reason="x")
+    gap = UnmappedStage("pipedrive", "2", "11")
+    partnership = CanonicalRecord(
+        source="pipedrive",
+        kind="deal",
+        external_id="9",
+        updated_at=NOW,
+        stage=None,
+        unmapped=gap,
+        status="open",
+    )
+    harness.store.upsert_record(partnership, origin="pipedrive", written_by_worker=False, seen_at=NOW)
+    # Then /status needs the token, and answers what `sync-worker status --json` prints
+    assert harness.client.get("/status").status_code == 401
+    response = harness.client.get("/status", headers={"X-Sync-Token": REPORT_TOKEN})
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    status = response.json()
+    deals = next(s for s in status["streams"] if (s["source"], s["stream"]) == ("pipedrive", "deals"))
+    assert deals["records_last"] == 12 and deals["paused"] is False
+    lgm = [s["paused"] for s in status["streams"] if s["source"] == "lagrowthmachine"]
+    assert lgm and all(lgm)
+    assert status["paused"] == ["source lagrowthmachine"] and status["dead_letters"] == 1
+    assert status["mappings"]["valid"] is True and status["mappings"]["loaded"] is True
+    assert status["unmapped_deals"] == {"pipedrive": 1}

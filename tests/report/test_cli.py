@@ -39,19 +39,46 @@ def test_each_format_exits_0_and_writes_the_file(
     fmt: str, sqlite_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / f"report.{fmt}"
-    code, stdout, stderr = _run(["--format", fmt, "--output", str(out)], sqlite_db, tmp_path, monkeypatch)
+    table = ["--table", "funnel"] if fmt == "csv" else []
+    code, stdout, stderr = _run(
+        ["--format", fmt, *table, "--output", str(out)], sqlite_db, tmp_path, monkeypatch
+    )
     assert code == 0, stderr
     assert stdout == "" and str(out) in stderr
     text = out.read_text(encoding="utf-8")
     if fmt == "json":
         assert [row["entered"] for row in json.loads(text)["funnel"]][:5] == [3, 3, 2, 1, 2]
     elif fmt == "csv":
-        rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0] == "funnel"]
-        assert [row[3] for row in rows][:5] == ["3", "3", "2", "1", "2"]
+        header, *rows = list(csv.reader(io.StringIO(text)))
+        assert [row[header.index("entered")] for row in rows][:5] == ["3", "3", "2", "1", "2"]
     elif fmt == "html":
         assert text.startswith("<!DOCTYPE html>") and "<svg" in text
     else:
         assert "Funnel by canonical stage" in text and "Open leak flags (3)" in text
+
+
+def test_csv_is_one_table_per_file_or_the_table_asked_for(
+    sqlite_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four tables with different headers never share one file: without --table or a folder, exit 2
+    code, stdout, stderr = _run(["--format", "csv"], sqlite_db, tmp_path, monkeypatch)
+    assert code == 2 and "--table" in stderr and stdout == ""
+    # --output FOLDER gets one file per table, each with one header row and only its own rows
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    code, _, stderr = _run(["--format", "csv", "--output", str(folder)], sqlite_db, tmp_path, monkeypatch)
+    assert code == 0, stderr
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == ["forecast_by_month.csv", "forecast_by_stage.csv", "funnel.csv", "open_flags.csv"]
+    for path in folder.iterdir():
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+        assert all(len(row) == len(rows[0]) for row in rows), path.name
+        assert "section" not in rows[0] and rows[0].count(rows[0][0]) == 1
+    flags = list(csv.reader(io.StringIO((folder / "open_flags.csv").read_text(encoding="utf-8"))))
+    assert len(flags) == 1 + 3  # header and the three open flags
+    # --table NAME prints that table alone
+    code, stdout, _ = _run(["--format", "csv", "--table", "open_flags"], sqlite_db, tmp_path, monkeypatch)
+    assert code == 0 and list(csv.reader(io.StringIO(stdout))) == flags
 
 
 def test_default_is_a_table_on_stdout(

@@ -157,6 +157,7 @@ def test_exhausted_retries_land_in_dead_letters(
     assert service.attempts["inbox"] == 4
     (dead,) = store.list_dead_letters()
     assert dead.actor == "process_inbox_event" and dead.payload["args"] == [9]
+    assert dead.inbox_id == 9  # the inbox row stops counting as pending
     assert dead.reason.startswith("gave up after 4 attempt(s): TransientError: 503 #3")
 
 

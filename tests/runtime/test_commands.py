@@ -39,7 +39,17 @@ def obj(store_path: Path, **overrides: Any) -> dict[str, Any]:
 
 
 def test_commands_are_exported_for_the_main_group() -> None:
-    assert [command.name for command in COMMANDS] == ["worker", "scheduler", "run", "sync", "dlq"]
+    assert [command.name for command in COMMANDS] == [
+        "worker",
+        "scheduler",
+        "run",
+        "sync",
+        "dlq",
+        "status",
+        "pause",
+        "resume",
+        "plan",
+    ]
 
 
 @pytest.mark.redis
@@ -72,7 +82,7 @@ def test_dlq_list_show_replay_purge(store: SyncStore, store_path: Path, redis_cl
     assert letter is not None and letter.replayed_at is not None
     assert runner.invoke(dlq_group, ["replay", str(dead_id)], obj=obj(store_path)).exit_code == 1
     # And purge --replayed-only removes it
-    purged = runner.invoke(dlq_group, ["purge", "--replayed-only"], obj=obj(store_path))
+    purged = runner.invoke(dlq_group, ["purge", "--all", "--replayed-only", "--yes"], obj=obj(store_path))
     assert (purged.exit_code, purged.output.strip()) == (0, "purged 1 dead letter(s)")
 
 

@@ -45,17 +45,27 @@ MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 DAY = timedelta(days=1)
 
 
-def _settings(store_path: Path, *, alerts: bool = True, pipedrive: bool = False) -> Settings:
+def _settings(
+    store_path: Path, *, alerts: bool = True, pipedrive: bool = False, min_amount: Decimal | None = None
+) -> Settings:
     return Settings(
         database_url=f"sqlite:///{store_path}",
         redis_url=REDIS_URL,
         mappings_dir=MAPPINGS,
-        alerts=AlertSettings(webhook_url=SecretStr(URL) if alerts else None),
+        alerts=AlertSettings(webhook_url=SecretStr(URL) if alerts else None, min_amount=min_amount),
         pipedrive=PipedriveSettings(api_token=SecretStr("pd-token") if pipedrive else None),
     )
 
 
-def _deal(store: SyncStore, external_id: str, *, seen_days_ago: float, stage: StageKey) -> None:
+def _deal(
+    store: SyncStore,
+    external_id: str,
+    *,
+    seen_days_ago: float,
+    stage: StageKey,
+    amount: Decimal = Decimal("100"),
+    owner: str | None = None,
+) -> None:
     at = datetime.now(UTC) - seen_days_ago * DAY
     record = CanonicalRecord(
         source="pipedrive",
@@ -65,7 +75,9 @@ def _deal(store: SyncStore, external_id: str, *, seen_days_ago: float, stage: St
         stage=stage,
         status="open",
         title=f"Deal {external_id}",
-        amount=Decimal("100"),
+        amount=amount,
+        currency="EUR",
+        owner_id=owner,
         stage_changed_at=at,
     )
     store.upsert_record(record, origin="pipedrive", written_by_worker=False, seen_at=at)
@@ -90,33 +102,50 @@ def worker(stub_broker: StubBroker) -> Iterator[dramatiq.Worker]:
 
 
 @respx.mock
-def test_a_scan_that_queues_alerts_schedules_the_alert_push_and_slack_gets_each_once(
-    runtime: Runtime,
+def test_a_scan_posts_one_digest_and_a_message_only_for_flags_above_the_min_amount(
+    store_path: Path,
     store: SyncStore,
     stub_broker: StubBroker,
     worker: dramatiq.Worker,
     enqueue_log: EnqueueLog,
 ) -> None:
     route = respx.post(URL).mock(return_value=httpx.Response(200, text="ok"))
-    # Given two deals stalled in Proposal
-    _deal(store, "a", seen_days_ago=30, stage=StageKey.PROPOSAL)
-    _deal(store, "b", seen_days_ago=40, stage=StageKey.PROPOSAL)
-    # When the scheduler's leak scan job runs (twice: the second finds nothing new)
-    scan_leaks_job.send()
-    drain(stub_broker, worker)
-    scan_leaks_job.send()
-    drain(stub_broker, worker)
-    # Then one alert push was scheduled (after the scan that queued alerts) and each flag posted once
+    # Given alerts above 10,000 and three deals stalled in Proposal, one of them large
+    built = build_runtime(
+        _settings(store_path, min_amount=Decimal("10000")),
+        watch_mappings=False,
+        coalesce_window=timedelta(milliseconds=20),
+    )
+    built.configure_actors()
+    try:
+        _deal(store, "a", seen_days_ago=30, stage=StageKey.PROPOSAL)
+        _deal(store, "b", seen_days_ago=40, stage=StageKey.PROPOSAL)
+        _deal(store, "c", seen_days_ago=35, stage=StageKey.PROPOSAL, amount=Decimal("50000"), owner="u-77")
+        # When the scheduler's leak scan job runs (twice: the second finds nothing new)
+        scan_leaks_job.send()
+        drain(stub_broker, worker)
+        scan_leaks_job.send()
+        drain(stub_broker, worker)
+        # A redelivered push message sends nothing again
+        push_target.send("alert")
+        drain(stub_broker, worker)
+    finally:
+        built.close()
+    # Then one alert push was scheduled, and Slack got one digest plus one message for the big deal
     scheduled = [args for _, args, delay in enqueue_log.named("push_target") if delay is not None]
     assert scheduled == [("alert",)]
-    assert route.call_count == 2
-    texts = sorted(json.loads(call.request.content)["text"] for call in route.calls)
-    assert [text.split(" (")[0] for text in texts] == ["Leak: Deal a", "Leak: Deal b"]
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    assert sorted(body["text"].split(" (")[0] for body in bodies) == [
+        "Leak scan: 3 new leak flag(s): stalled 3",
+        "Leak: Deal c",
+    ]
+    (digest,) = [body for body in bodies if body["text"].startswith("Leak scan")]
+    top = next(block["text"]["text"] for block in digest["blocks"] if "Top 3" in str(block))
+    lines = top.splitlines()[1:]
+    assert lines[0].startswith("• *Deal c*: stalled in proposal, 50,000.00 EUR") and "owner u-77" in lines[0]
+    assert [line.split("*")[1] for line in lines[1:]] == ["Deal a", "Deal b"]
+    assert all("no owner" in line for line in lines[1:])
     assert store.list_dead_letters() == []
-    # A redelivered push message sends nothing again
-    push_target.send("alert")
-    drain(stub_broker, worker)
-    assert route.call_count == 2
 
 
 @respx.mock

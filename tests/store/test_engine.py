@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -20,6 +21,7 @@ from sync_worker.store import (
     redacted_url,
     upgrade_database,
 )
+from tests.conftest import service_unavailable
 
 
 @pytest.mark.parametrize(
@@ -116,3 +118,40 @@ def test_unreachable_database_raises_store_unavailable(unreachable_url: str) -> 
 
 def test_ping_succeeds_on_a_live_database(store: SyncStore) -> None:
     store.ping()
+
+
+def _missing_pg_database() -> str:
+    try:
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3").close()
+    except psycopg.OperationalError as exc:
+        service_unavailable(f"PostgreSQL at 127.0.0.1:5432 does not answer: {exc}")
+    return "postgresql://postgres:hunter2@127.0.0.1:5432/sync_no_such_database"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("closed port", ["on 127.0.0.1:{port}", "'sync'", "Connection refused"]),
+        ("missing database", ["on 127.0.0.1:5432", "'sync_no_such_database'", "does not exist"]),
+        ("missing folder", ["SQLite database", "missing-dir", "the folder", "does not exist"]),
+    ],
+)
+def test_store_errors_name_host_database_and_reason(case: str, expected: list[str], tmp_path: Path) -> None:
+    port = _closed_port()
+    url = {
+        "closed port": lambda: f"postgresql://sync:hunter2@127.0.0.1:{port}/sync",
+        "missing database": _missing_pg_database,
+        "missing folder": lambda: f"sqlite:///{tmp_path / 'missing-dir' / 'store.db'}",
+    }[case]()
+    store = SyncStore(url)
+    try:
+        with pytest.raises(StoreUnavailableError) as ping_error:
+            store.ping()
+    finally:
+        store.close()
+    with pytest.raises(StoreUnavailableError) as migrate_error:
+        upgrade_database(url)
+    for message in (str(ping_error.value), str(migrate_error.value)):
+        assert "hunter2" not in message
+        for part in expected:
+            assert part.format(port=port) in message, message

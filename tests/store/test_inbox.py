@@ -153,3 +153,28 @@ def test_cursors_are_per_source_and_stream(store: SyncStore) -> None:
     assert store.get_cursor("hubspot", "deals") == "2024-05-02T00:00:00Z"
     assert store.get_cursor("hubspot", "contacts") == "c-1"
     assert store.get_cursor("pipedrive", "deals") is None
+
+
+def test_inbox_depth_counts_only_rows_still_pending(store: SyncStore, clock: FakeClock) -> None:
+    # Given three accepted and enqueued events
+    ids = store.accept_events("hubspot", [_event("a"), _event("b"), _event("c")]).new_ids
+    store.mark_enqueued(ids)
+    assert store.inbox_depth() == 3
+    # When one is processed and the message of another becomes a dead letter
+    store.mark_processed(ids[0])
+    dead = store.add_dead_letter(
+        queue="inbox",
+        actor="process_inbox_event",
+        message_id="m",
+        payload={"args": [ids[1]]},
+        reason="not retryable",
+        inbox_id=ids[1],
+    )
+    # Then only the third is pending, and the sweeper never resends the dead one
+    assert store.inbox_depth() == 1
+    clock.advance(timedelta(hours=1))
+    overdue = store.pending_enqueue(timedelta(seconds=30), stale_after=timedelta(minutes=10))
+    assert [event.id for event in overdue] == [ids[2]]
+    # When the dead letter is replayed, its row is pending again
+    store.mark_replayed(dead)
+    assert store.inbox_depth() == 2

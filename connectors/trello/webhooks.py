@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Callable
 from datetime import datetime
 
@@ -33,6 +32,7 @@ from connectors.trello.feed import CARD_ACTIONS, card_id_of, is_stage_move, list
 from sync_worker.canonical import WebhookEvent
 from sync_worker.connector import WebhookRequest
 from sync_worker.errors import PayloadError, PermanentError, SignatureError
+from sync_worker.payloads import decode_json
 
 __all__ = ["SIGNATURE_HEADER", "parse_webhook", "sign", "verify_signature"]
 
@@ -62,10 +62,7 @@ def parse_webhook(body: bytes, *, now: Callable[[], datetime]) -> list[WebhookEv
 
     An action about no card, or of a type that changes no deal, is ``handled=False``.
     """
-    try:
-        decoded = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError("trello webhook: body is not valid JSON") from exc
+    decoded = decode_json(body, "trello webhook")
     if not isinstance(decoded, dict) or not isinstance(decoded.get("action"), dict):
         raise PayloadError("trello webhook: body has no action object")
     action = decoded["action"]

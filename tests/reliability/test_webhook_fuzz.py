@@ -36,6 +36,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 
 from connectors.hubspot.webhooks import v3_signature
+from connectors.trello.webhooks import sign as trello_sign
 from sync_worker.mappings import MappingsHolder
 from sync_worker.plugins import registry
 from sync_worker.receiver import build_webhook_sources, create_app
@@ -51,6 +52,8 @@ HUBSPOT_SECRET = "hs-client-secret"
 PD_USER, PD_PASSWORD = "pd-hook", "pd-password-123"
 LGM_TOKEN, ODOO_TOKEN, ZOHO_TOKEN, CLINCHPAD_KEY = "lgm-secret", "odoo-secret", "zoho-token", "cp-key"
 ZOHO_CHANNEL = "1000000068001"
+TRELLO_SECRET = "trello-app-secret"
+BODY_AUTHENTICATED = frozenset({"salesforce"})
 FIXTURES = REPO / "tests" / "connectors" / "fixtures"
 
 Signed = tuple[dict[str, str], str, bytes]
@@ -71,6 +74,16 @@ def _sign_hubspot(headers: dict[str, str], query: str, body: bytes) -> Signed:
 def _sign_pipedrive(headers: dict[str, str], query: str, body: bytes) -> Signed:
     basic = base64.b64encode(f"{PD_USER}:{PD_PASSWORD}".encode()).decode()
     return {**headers, "Authorization": f"Basic {basic}"}, query, body
+
+
+def _sign_trello(headers: dict[str, str], query: str, body: bytes) -> Signed:
+    url = f"http://testserver/webhooks/trello{query}"
+    return {**headers, "X-Trello-Webhook": trello_sign(TRELLO_SECRET, body, url)}, query, body
+
+
+def _as_is(headers: dict[str, str], query: str, body: bytes) -> Signed:
+    """Salesforce signs nothing: the organisation id inside the SOAP envelope is checked."""
+    return headers, query, body
 
 
 def _query_token(token: str) -> Callable[[dict[str, str], str, bytes], Signed]:
@@ -118,6 +131,25 @@ SOURCES: dict[str, tuple[Callable[[dict[str, str], str, bytes], Signed], Any]] =
         },
     ),
     "clinchpad": (_body_keys(handshake_key=CLINCHPAD_KEY), _fixture("clinchpad", "webhook_note.json")),
+    "trello": (
+        _sign_trello,
+        {
+            "action": {
+                "id": "5f1a2b3c4d5e6f7a8b9c0d1e",
+                "type": "updateCard",
+                "date": "2024-06-01T12:00:00.000Z",
+                "idMemberCreator": "5a0000000000000000000001",
+                "data": {
+                    "card": {"id": "5f1a2b3c4d5e6f7a8b9c0d00", "idList": "5f1a2b3c4d5e6f7a8b9c0d02"},
+                    "listBefore": {"id": "5f1a2b3c4d5e6f7a8b9c0d01", "name": "Leads"},
+                    "listAfter": {"id": "5f1a2b3c4d5e6f7a8b9c0d02", "name": "Qualified"},
+                    "board": {"id": "5f1a2b3c4d5e6f7a8b9c0aaa"},
+                },
+            },
+            "model": {"id": "5f1a2b3c4d5e6f7a8b9c0aaa"},
+        },
+    ),
+    "salesforce": (_as_is, (FIXTURES / "salesforce" / "outbound_message.xml").read_text(encoding="utf-8")),
 }
 
 
@@ -133,6 +165,10 @@ def fuzz_settings() -> Settings:
               "webhook_secret": ODOO_TOKEN},
         zoho={"access_token": "zoho-access", "webhook_token": ZOHO_TOKEN, "channel_id": ZOHO_CHANNEL},
         clinchpad={"api_key": "cp-api", "handshake_key": CLINCHPAD_KEY},
+        trello={"api_key": "t-key", "token": "t-token", "board_id": "5f1a2b3c4d5e6f7a8b9c0aaa",
+                "app_secret": TRELLO_SECRET},
+        salesforce={"access_token": "sf-session", "instance_url": "http://127.0.0.1:1",
+                    "organization_id": "00D5e000000KQ2eEAG"},
     )  # fmt: skip
 
 
@@ -390,7 +426,10 @@ def test_hostile_requests_get_a_4xx_never_a_5xx_or_a_hang(receiver: FuzzReceiver
             _assert_error_answer(source, response)
             assert receiver.store.inbox_depth() == before, "a refused request stored an event"
         if not authentic:
-            assert response.status_code in (401, 413), (response.status_code, response.text[:300])
+            # Salesforce's credential (the organisation id) lives inside the envelope: a body that
+            # is no envelope cannot be authenticated, and is refused as malformed.
+            refused = (401, 413, 400) if source in BODY_AUTHENTICATED else (401, 413)
+            assert response.status_code in refused, (response.status_code, response.text[:300])
 
     one()
     total = sum(statuses.values())

@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from tests.conftest import REDIS_SERVER, service_unavailable
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = REPO / ".venv" / "bin" / "sync-worker"
+CLI = Path(sys.executable).with_name("sync-worker")
 _T = TypeVar("_T")
 
 ROUTE = """routes:

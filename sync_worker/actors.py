@@ -143,6 +143,7 @@ class ReplayStore(DeadLetterSink, Protocol):
         payload: Mapping[str, Any],
         *,
         not_before: datetime | None = None,
+        kind: str = "mirror",
     ) -> int | None: ...
 
 
@@ -466,7 +467,9 @@ def replay_dead_letter(store: ReplayStore, broker: Broker, dead_letter_id: int) 
         item = store.get_outbox(int(payload["outbox_id"]))
         if item is None:
             raise PermanentError(f"dead letter {dead_letter_id}: outbox item {payload['outbox_id']} is gone")
-        store.enqueue_outbox(item.target, f"{item.idempotency_key}:replay:{dead.id}", item.payload)
+        store.enqueue_outbox(
+            item.target, f"{item.idempotency_key}:replay:{dead.id}", item.payload, kind=item.kind
+        )
         actor, args, kwargs = push_target, [item.target], {}
     else:
         actor = actor_named(dead.actor)

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -37,7 +37,9 @@ from sync_worker.canonical import (
 from sync_worker.connector import Connector
 from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
 from sync_worker.engine.normalise import record_from_stored
-from sync_worker.errors import SyncWorkerError
+from sync_worker.engine.outbox import FLAG, MIRROR, by_kind
+from sync_worker.errors import PermanentError, SyncWorkerError
+from sync_worker.leaks.wire import deserialise_update
 from sync_worker.store import OutboxItem, SyncStore
 
 __all__ = ["Plan", "dead_letter_items", "merge_items", "push_target"]
@@ -235,6 +237,36 @@ def _advance_filter(
         del values["stage"]
 
 
+@dataclass
+class _Write:
+    """One input of the connector's batch: the items it settles, and the mirror plan behind it."""
+
+    items: list[OutboxItem]
+    update: CanonicalUpdate
+    plan: Plan | None = None
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _flag_writes(
+    items: Sequence[OutboxItem], dead: list[tuple[OutboxItem, str]]
+) -> dict[tuple[str, str], _Write]:
+    """The newest flag write per target record; older ones ride along (settled with it)."""
+    writes: dict[tuple[str, str], _Write] = {}
+    for item in sorted(items, key=lambda i: (i.created_at, i.id)):
+        try:
+            update = deserialise_update(item.payload)
+        except PermanentError as exc:
+            dead.append((item, f"unreadable flag write-back: {exc}"))
+            continue
+        if update.external_id is None or update.flag is None:
+            dead.append((item, "a flag write-back names no existing record or no flag"))
+            continue
+        ref = (update.kind, update.external_id)
+        earlier = writes.get(ref)
+        writes[ref] = _Write([*(earlier.items if earlier else ()), item], update)
+    return writes
+
+
 def push_target(
     store: SyncStore,
     connector: Connector,
@@ -247,8 +279,17 @@ def push_target(
 ) -> PushStats:
     """Drain the due outbox items of ``target`` once; see the module docstring."""
     now = clock()
-    plans = merge_items(store.due_outbox(now, limit, target=target))
-    ready: list[tuple[Plan, dict[str, Any]]] = []
+    due = store.due_outbox(now, limit, target=target)
+    groups = by_kind(due)
+    rejected: list[tuple[OutboxItem, str]] = [
+        (item, f"outbox item of unknown kind {kind!r} for {target}")
+        for kind, items in groups.items()
+        if kind not in (MIRROR, FLAG)
+        for item in items
+    ]
+    flags = _flag_writes(groups.get(FLAG, ()), rejected)
+    plans = merge_items(groups.get(MIRROR, ()))
+    ready: list[_Write] = []
     retried = skipped = 0
     for plan in plans:
         if not _claim_create(store, plan):
@@ -265,43 +306,55 @@ def push_target(
                 store.mark_outbox_sent(item.id)
             skipped += len(plan.items)
             continue
-        ready.append((plan, values))
+        update = _update(target, plan, values)
+        items = list(plan.items)
+        flag = flags.pop((update.kind, plan.external_id), None) if plan.external_id is not None else None
+        if flag is not None:  # one input per record: the flag rides on the mirror write
+            update = replace(update, flag=flag.update.flag)
+            items += flag.items
+        ready.append(_Write(items, update, plan, values))
+    ready += flags.values()
+    dead: list[DeadItem] = []
+    for item, reason in rejected:
+        store.mark_outbox_failed(item.id, reason, now, dead=True)
+        dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
     if not ready:
-        return PushStats(target, items=sum(len(p.items) for p in plans), retried=retried, skipped=skipped)
+        return PushStats(target, items=len(due), retried=retried, skipped=skipped, dead=tuple(dead))
     try:
-        results = connector.apply_updates([_update(target, plan, values) for plan, values in ready])
+        results = connector.apply_updates([write.update for write in ready])
     except SyncWorkerError:
-        for plan, _ in ready:
-            if plan.claimed and plan.create_key is not None:
-                store.release_key(plan.create_key)
+        for write in ready:
+            if write.plan is not None and write.plan.claimed and write.plan.create_key is not None:
+                store.release_key(write.plan.create_key)
         raise
     writes = created = 0
-    dead: list[DeadItem] = []
-    for (plan, values), result in zip(ready, results, strict=True):
+    for write, result in zip(ready, results, strict=True):
+        written = write.plan
         if result.ok:
             writes += 1
-            if plan.claimed and plan.create_key is not None:
-                created += 1
-                store.record_result(plan.create_key, {"external_id": result.external_id})
-            _store_written(store, model, target, plan, values, result, now)
-            for item in plan.items:
+            if written is not None:
+                if written.claimed and written.create_key is not None:
+                    created += 1
+                    store.record_result(written.create_key, {"external_id": result.external_id})
+                _store_written(store, model, target, written, write.values, result, now)
+            for item in write.items:
                 store.mark_outbox_sent(item.id)
             continue
-        if plan.claimed and plan.create_key is not None:
-            store.release_key(plan.create_key)
+        if written is not None and written.claimed and written.create_key is not None:
+            store.release_key(written.create_key)
         reason = (result.error or "rejected by the target")[:500]
-        attempts = max(item.attempts for item in plan.items) + 1
+        attempts = max(item.attempts for item in write.items) + 1
         if result.retryable and attempts < config.max_attempts:
-            for item in plan.items:
+            for item in write.items:
                 store.mark_outbox_failed(item.id, reason, now + config.retry_delay(attempts))
-            retried += len(plan.items)
+            retried += len(write.items)
             continue
-        for item in plan.items:
+        for item in write.items:
             store.mark_outbox_failed(item.id, reason, now, dead=True)
             dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
     return PushStats(
         target,
-        items=sum(len(p.items) for p in plans),
+        items=len(due),
         writes=writes,
         created=created,
         skipped=skipped,

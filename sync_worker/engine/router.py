@@ -32,6 +32,7 @@ from typing import Any
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
 from sync_worker.engine.ingest import Observation, field_value
 from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
+from sync_worker.engine.outbox import MIRROR
 from sync_worker.engine.routing import EngineRoute, routes_for
 from sync_worker.mappings import Mappings
 from sync_worker.store import StoredRecord, SyncStore
@@ -277,6 +278,6 @@ def route_observation(
         payload = _payload(route, obs, target, fields)
         key = _key(route, record, str(payload["ref"]), fields)
         not_before = clock() + config.coalesce_window
-        if store.enqueue_outbox(route.target, key, payload, not_before=not_before) is not None:
+        if store.enqueue_outbox(route.target, key, payload, not_before=not_before, kind=MIRROR) is not None:
             queued += 1
     return queued

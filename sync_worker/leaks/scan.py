@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from sync_worker.canonical import CanonicalUpdate, StageModel
+from sync_worker.engine.outbox import ALERT, FLAG
 from sync_worker.leaks.alerts import ALERT_TARGET, alert_payload, digest_payload, wants_own_alert
 from sync_worker.leaks.rules import RULES, RuleBook, clear_flag, leak_flag
 from sync_worker.leaks.wire import serialise_update
@@ -79,6 +80,7 @@ def _update(item: _q.FlaggedRecord, copy: DealCopy, action: str) -> dict[str, An
     return {
         "target": update.target,
         "idempotency_key": update.idempotency_key,
+        "kind": FLAG,
         "payload": dump_json(serialise_update(update)),
     }
 
@@ -132,6 +134,7 @@ def scan_leaks(
                 {
                     "target": ALERT_TARGET,
                     "idempotency_key": f"leak:digest:{when.isoformat()}",
+                    "kind": ALERT,
                     "payload": dump_json(digest_body),
                 }
             )
@@ -139,6 +142,7 @@ def scan_leaks(
             {
                 "target": ALERT_TARGET,
                 "idempotency_key": f"leak:{item.flag.id}:alert",
+                "kind": ALERT,
                 "payload": dump_json(
                     alert_payload(
                         item,

@@ -73,8 +73,9 @@ class DeliveryMixin(StoreBase):
         payload: Mapping[str, Any],
         *,
         not_before: datetime | None = None,
+        kind: str = "mirror",
     ) -> int | None:
-        """Queue a push; its id, or None when that idempotency key is already queued."""
+        """Queue a push of item ``kind``; its id, or None when that idempotency key is already queued."""
         now = self._now()
         with self._write() as conn:
             return conn.execute(
@@ -82,6 +83,7 @@ class DeliveryMixin(StoreBase):
                 .values(
                     target=target,
                     idempotency_key=idempotency_key,
+                    kind=kind,
                     payload=dump_json(dict(payload)),
                     status="pending",
                     next_attempt_at=as_utc(not_before) if not_before is not None else now,
@@ -230,6 +232,7 @@ def _outbox_item(row: Row[Any]) -> OutboxItem:
         created_at=m["created_at"],
         last_error=m["last_error"],
         sent_at=m["sent_at"],
+        kind=m["kind"],
     )
 
 

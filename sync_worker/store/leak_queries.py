@@ -608,7 +608,7 @@ def mark_flags(conn: Connection, ids: Iterable[int], column: str, *, at: datetim
 
 
 def enqueue_outbox_rows(conn: Connection, rows: Sequence[Mapping[str, Any]], *, now: datetime) -> None:
-    """Queue many pushes at once (``target``, ``idempotency_key``, ``payload`` JSON text each).
+    """Queue many pushes at once (``target``, ``idempotency_key``, ``kind``, ``payload`` JSON text each).
 
     An idempotency key already queued is skipped (``ON CONFLICT DO NOTHING``).
     """
@@ -616,7 +616,15 @@ def enqueue_outbox_rows(conn: Connection, rows: Sequence[Mapping[str, Any]], *, 
         return
     stmt = dialect_insert(conn, outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
     values = [
-        {**row, "status": "pending", "next_attempt_at": now, "created_at": now, "attempts": 0} for row in rows
+        {
+            "kind": "mirror",
+            **row,
+            "status": "pending",
+            "next_attempt_at": now,
+            "created_at": now,
+            "attempts": 0,
+        }
+        for row in rows
     ]
     for start in range(0, len(values), _CHUNK):
         conn.execute(stmt, values[start : start + _CHUNK])

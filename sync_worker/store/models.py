@@ -164,6 +164,8 @@ class OutboxItem:
     created_at: datetime
     last_error: str | None = None
     sent_at: datetime | None = None
+    kind: str = "mirror"
+    """What produced the item and how the push reads its payload (see :mod:`sync_worker.engine.outbox`)."""
 
 
 @dataclass(frozen=True)

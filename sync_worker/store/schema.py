@@ -218,6 +218,7 @@ outbox = Table(
     Column("id", Integer, primary_key=True),
     Column("target", String(64), nullable=False),
     Column("idempotency_key", String(255), nullable=False),
+    Column("kind", String(16), nullable=False, server_default=text("'mirror'")),
     Column("payload", Text, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),

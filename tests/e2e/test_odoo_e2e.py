@@ -181,7 +181,6 @@ def test_a_lost_opportunity_raises_dropped_and_the_pipedrive_twin_follows(world:
     queued = _flag_updates(store, lead_id)
     assert [(u.flag.rule if u.flag else None) for u in queued] == ["dropped"]
     # which the connector writes as a tag and a chatter note on the archived opportunity
-    # (applied here directly: the core's push step does not deliver flag items yet, see below)
     [written] = world.odoo.apply_updates(queued)
     assert written.ok
     lead = box.state.lead(lead_id)
@@ -206,11 +205,6 @@ def _flag_updates(store: SyncStore, lead_id: int) -> list[CanonicalUpdate]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: engine/push.py merge_items reads only the mirror item shape (ref/fields); a leak-scan "
-    "item (leaks.wire.serialise_update) is marked sent as 'skipped' and its flag never reaches the CRM",
-)
 def test_the_push_step_writes_the_flag_back_to_odoo(world: World) -> None:
     box, service, store = world.odoo_box, world.service, world.store
     service.poll("odoo", "deals", full=True)
@@ -218,9 +212,16 @@ def test_the_push_step_writes_the_flag_back_to_odoo(world: World) -> None:
     box.as_person("crm.lead", "action_set_lost", [lead_id])
     service.poll("odoo", "deals")
     scan_leaks(store, world.mappings.model, now=datetime.now(UTC), alerts=False)
-    service.push("odoo")
+    first = service.push("odoo")
+    assert first.writes >= 1 and first.dead == ()  # the other flags of the scan went back too
     tags = {box.state.records["crm.tag"][t]["name"] for t in box.state.lead(lead_id)["tag_ids"]}
     assert tags == {"Leak: dropped"}
+    notes = [m for m in box.state.messages if m["res_id"] == lead_id]
+    assert len(notes) == 1 and "dropped" in notes[0]["body"]
+    # A second scan and push write nothing more: the flag went back once
+    scan_leaks(store, world.mappings.model, now=datetime.now(UTC), alerts=False)
+    assert service.push("odoo").writes == 0
+    assert len([m for m in box.state.messages if m["res_id"] == lead_id]) == 1
 
 
 def test_a_deletion_seen_only_through_a_full_pull_is_dropped(world: World) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from connectors.lagrowthmachine.settings import LaGrowthMachineSettings
 from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.connector import Connector
 from sync_worker.engine import EngineConfig, SyncService
+from sync_worker.leaks import scan_leaks
 from sync_worker.mappings import Mappings
 from sync_worker.sandbox.common import ServerHandle, serve_in_thread
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
@@ -128,12 +129,8 @@ class E2E:
             "hubspot": frozenset({f"{source}:{app_id}"}),
             "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
         }
-        self.service = SyncService(
-            store,
-            mappings,
-            self.connectors,
-            config=EngineConfig(coalesce_window=timedelta(0), own_change_sources=markers),
-        )
+        self.config = EngineConfig(coalesce_window=timedelta(0), own_change_sources=markers)
+        self.service = SyncService(store, mappings, self.connectors, config=self.config)
 
     def close(self) -> None:
         for connector in self.connectors.values():
@@ -157,9 +154,15 @@ class E2E:
         for source in sources:
             self.service.handle_inbox_events(self.deliveries(source))
 
-    def push_all(self) -> None:
+    def push_all(self, at: datetime | None = None) -> None:
+        """Push every target (at time ``at``: the outbox items due by then; default now)."""
+        service = self.service
+        if at is not None:
+            service = SyncService(
+                self.store, self.service.mappings(), self.connectors, config=self.config, clock=lambda: at
+            )
         for target in ("hubspot", "pipedrive", "lagrowthmachine"):
-            stats = self.service.push(target)
+            stats = service.push(target)
             assert stats.dead == (), stats.dead
 
     def stage_id(self, name: str) -> int:
@@ -340,3 +343,28 @@ def test_poll_after_missed_webhooks_converges_both_sides(e2e: E2E) -> None:
     assert e2e.writes("hubspot") == []
     assert e2e.writes("pipedrive") == []
     assert Decimal(e2e.box.hubspot.deal_properties(hs_id)["amount"]) == Decimal(7777)  # type: ignore[index]
+
+
+def test_a_leak_flag_reaches_every_copy_through_the_push_exactly_once(e2e: E2E) -> None:
+    # Given a deal kept in Pipedrive and in HubSpot, linked, with the flag properties in place
+    pd_id, hs_id = e2e.linked_deals()
+    e2e.connectors["hubspot"].prepare()
+    notes_before = [n for n in e2e.box.pipedrive.notes.values() if n["deal_id"] == pd_id]
+    # When a leak scan, run long after the stage's time limit, flags it and the pushes run
+    later = datetime.now(UTC) + timedelta(days=400)
+    scan = scan_leaks(e2e.store, e2e.service.mappings().model, now=later, alerts=False)
+    assert {f.rule for f in scan.raised} == {"stalled"}
+    e2e.reset_counts()
+    e2e.push_all(at=later)
+    # Then the HubSpot deal carries the flag in its properties and Pipedrive has one note about it
+    props = e2e.box.hubspot.deal_properties(hs_id)
+    assert props is not None and props["sync_worker_leak_status"] == "stalled"
+    notes = [n for n in e2e.box.pipedrive.notes.values() if n["deal_id"] == pd_id]
+    assert len(notes) == len(notes_before) + 1 and "stalled" in notes[-1]["content"].lower()
+    assert e2e.writes("hubspot") and e2e.writes("pipedrive")
+    # And a second scan and push write nothing more anywhere
+    scan_leaks(e2e.store, e2e.service.mappings().model, now=later + timedelta(hours=1), alerts=False)
+    e2e.reset_counts()
+    e2e.push_all(at=later + timedelta(hours=2))
+    assert e2e.writes("hubspot") == [] and e2e.writes("pipedrive") == []
+    assert len([n for n in e2e.box.pipedrive.notes.values() if n["deal_id"] == pd_id]) == len(notes)

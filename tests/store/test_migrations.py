@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from sync_worker.canonical import StageKey
 from sync_worker.store import create_engine_for, current_revision, head_revision, upgrade_database
@@ -21,7 +21,7 @@ def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
     upgrade_database(db_url)
     upgrade_database(db_url)
     # Then it is at the packaged head and holds every table
-    assert current_revision(db_url) == head_revision() == "0004_operations"
+    assert current_revision(db_url) == head_revision() == "0005_outbox_kind"
     engine = create_engine_for(db_url)
     try:
         tables = set(inspect(engine).get_table_names())
@@ -108,3 +108,34 @@ def test_0003_accepts_retention_and_diverged_and_still_refuses_other_values(db_u
             )
     finally:
         engine.dispose()
+
+
+def test_outbox_rows_queued_before_typed_items_get_the_kind_of_what_queued_them(db_url: str) -> None:
+    # Given a database at 0004 holding a mirror write, a leak-flag write-back and an alert
+    upgrade_database(db_url, "0004_operations")
+    engine = create_engine_for(db_url)
+    rows = [
+        ("hubspot", "push:hubspot:abc", "pending"),
+        ("pipedrive", "leak:7:raise:3", "pending"),
+        ("alert", "leak:7:alert", "failed"),
+    ]
+    try:
+        with engine.begin() as conn:
+            for target, key, status in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO outbox (target, idempotency_key, payload, status, attempts,"
+                        " next_attempt_at, created_at) VALUES (:t, :k, '{}', :s, 0, :at, :at)"
+                    ),
+                    {"t": target, "k": key, "s": status, "at": "2026-12-01 00:00:00+00:00"},
+                )
+        # When it is upgraded to the head
+        upgrade_database(db_url)
+        with engine.connect() as conn:
+            kinds = {
+                key: kind for key, kind in conn.execute(text("SELECT idempotency_key, kind FROM outbox"))
+            }
+    finally:
+        engine.dispose()
+    # Then each row says what it is, so the push reads it the right way
+    assert kinds == {"push:hubspot:abc": "mirror", "leak:7:raise:3": "flag", "leak:7:alert": "alert"}

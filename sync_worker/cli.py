@@ -16,7 +16,7 @@ import click
 
 from sync_worker import __version__
 from sync_worker.errors import ConfigError, MappingError, SyncWorkerError
-from sync_worker.settings import Settings, describe_settings, load_settings
+from sync_worker.settings import Settings, load_settings, setting_rows
 
 __all__ = ["main"]
 
@@ -60,15 +60,22 @@ def main() -> None:
 
 
 @main.command("config")
+@click.option(
+    "--describe",
+    is_flag=True,
+    help="Also print what each setting means (its unit, format, and what unset means).",
+)
 @click.pass_context
 @_errors_to_exit_codes
-def config_command(ctx: click.Context) -> None:
+def config_command(ctx: click.Context, describe: bool) -> None:
     """Print the effective configuration, secrets masked."""
     settings = _settings(ctx)
-    rows = describe_settings(settings)
-    width = max(len(name) for name in rows)
-    for name, value in rows.items():
-        click.echo(f"{name.ljust(width)}  {value}")
+    rows = setting_rows(settings)
+    width = max(len(row.name) for row in rows)
+    for row in rows:
+        click.echo(f"{row.name.ljust(width)}  {row.value}")
+        if describe and row.description:
+            click.echo(f"    {row.description}")
     from sync_worker.plugins import registry
 
     for system, spec in registry().items():

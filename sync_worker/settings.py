@@ -14,7 +14,7 @@ import os
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, NamedTuple, TypeVar, cast, overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
@@ -35,11 +35,13 @@ from sync_worker.errors import ConfigError
 
 __all__ = [
     "AlertSettings",
+    "SettingRow",
     "Settings",
     "default_mappings_dir",
     "describe_settings",
     "load_settings",
     "mask_url",
+    "setting_rows",
     "url_password",
 ]
 
@@ -117,28 +119,53 @@ class Settings(BaseSettings):
         extra="allow",
     )
 
-    database_url: str = "sqlite:///./sync-worker.db"
-    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = Field(
+        default="sqlite:///./sync-worker.db",
+        description="the state store: sqlite:///path, or postgresql://... for production",
+    )
+    redis_url: str = Field(
+        default="redis://localhost:6379/0",
+        description="shared rate limiter, locks, leases, and the Dramatiq broker"
+        " unless SYNC_BROKER_URL is set",
+    )
     broker_url: SecretStr | None = Field(
         default=None,
         description="Dramatiq broker: redis:// (unset: SYNC_REDIS_URL) or amqp:// for RabbitMQ",
     )
-    mappings_dir: Path | None = None
-    public_url: AnyHttpUrl | None = None
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    webhook_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    mappings_dir: Path | None = Field(
+        default=None,
+        description="where the mapping YAML lives;"
+        " unset: ./mappings when it exists, else the packaged defaults",
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="external base URL the providers call: signed URIs and callback URLs are built from it;"
+        " unset: the URL a request arrived at",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="DEBUG, INFO, WARNING or ERROR"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json for one JSON object a line"
+    )
+    webhook_max_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="largest webhook body accepted, in bytes (larger: 413)"
+    )
     report_token: SecretStr | None = Field(
         default=None, description="GET /report answers only requests carrying this token; unset: off"
     )
-    poll_interval_seconds: float = Field(default=300.0, gt=0)
-    leak_scan_interval_seconds: float = Field(default=3600.0, gt=0)
+    poll_interval_seconds: float = Field(
+        default=300.0, gt=0, description="seconds between incremental polls of each source"
+    )
+    leak_scan_interval_seconds: float = Field(default=3600.0, gt=0, description="seconds between leak scans")
     full_pull_interval_seconds: float = Field(
         default=86400.0,
         gt=0,
         description="how often each CRM's deals are pulled in full (finds vanished deals)",
     )
-    mappings_reload_seconds: float = Field(default=2.0, gt=0)
+    mappings_reload_seconds: float = Field(
+        default=2.0, gt=0, description="seconds between a running service's checks for edited mapping files"
+    )
     alerts: AlertSettings = AlertSettings()
 
     @classmethod
@@ -278,23 +305,45 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from exc
 
 
-def describe_settings(settings: Settings) -> dict[str, str]:
-    """The effective configuration as ``ENV_NAME -> value`` with every secret masked."""
-    rows: dict[str, str] = {}
+class SettingRow(NamedTuple):
+    """One setting as ``sync-worker config`` shows it: variable, masked value, description."""
+
+    name: str
+    value: str
+    description: str
+
+
+def setting_rows(settings: Settings) -> list[SettingRow]:
+    """Every setting, the core's then each connector's, with its value masked and its description.
+
+    A :class:`~pydantic.SecretStr` shows as ``********``, a URL's password as ``***``; an unset value
+    is empty. ``SYNC_MAPPINGS_DIR`` shows the directory in use.
+    """
+    rows: list[SettingRow] = []
+    mappings_dir = _env_name(("mappings_dir",))
 
     def walk(model: BaseModel, prefix: tuple[str, ...]) -> None:
-        for name in type(model).model_fields:
+        for name, info in type(model).model_fields.items():
             value = getattr(model, name)
             loc = (*prefix, name)
+            env = _env_name(loc)
             if isinstance(value, BaseModel):
                 walk(value, loc)
+                continue
+            if env == mappings_dir:
+                shown = str(settings.resolved_mappings_dir())
             elif isinstance(value, SecretStr):
-                rows[_env_name(loc)] = "********"
+                shown = "********"
             else:
-                rows[_env_name(loc)] = "" if value is None else mask_url(str(value))
+                shown = "" if value is None else mask_url(str(value))
+            rows.append(SettingRow(env, shown, info.description or ""))
 
     walk(settings, ())
     for name, section in settings.sections().items():
         walk(section, (name,))
-    rows[_env_name(("mappings_dir",))] = str(settings.resolved_mappings_dir())
     return rows
+
+
+def describe_settings(settings: Settings) -> dict[str, str]:
+    """The effective configuration as ``ENV_NAME -> value`` with every secret masked."""
+    return {row.name: row.value for row in setting_rows(settings)}

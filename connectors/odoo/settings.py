@@ -28,18 +28,49 @@ FlagMode = Literal["note", "tag", "both"]
 class OdooSettings(BaseModel):
     """``SYNC_ODOO__*``; see the module docstring."""
 
-    base_url: AnyHttpUrl | None = None
-    api_key: SecretStr | None = None
-    database: str | None = None
-    transport: TransportName = "auto"
+    base_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="the database's web address, e.g. https://mycompany.odoo.com;"
+        " unset: the connector is disabled",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="API key of the user the service writes as (Preferences > Account Security);"
+        " unset: the connector is disabled",
+    )
+    database: str | None = Field(
+        default=None,
+        description="the database name: required by JSON-RPC; on JSON-2 sent as X-Odoo-Database when set",
+    )
+    transport: TransportName = Field(
+        default="auto",
+        description="json2 (Odoo 19+), jsonrpc (17, 18) or auto: chosen by VERSION when set,"
+        " else by asking the server once",
+    )
     version: int | None = Field(default=None, ge=8, description="Odoo's major version, when known")
     login: str | None = Field(default=None, description="the API user's login (JSON-RPC authenticate)")
     user_id: int | None = Field(default=None, gt=0, description="the API user's id: its writes are ours")
-    webhook_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description='the secret the "Send Webhook Notification" URL carries as ?token=;'
+        " unset: every webhook is refused",
+    )
     lang: str = Field(default="en_US", description="context lang: stage names are read in it")
-    rate_limit_per_10s: int = Field(default=50, gt=0)
-    flag_with: FlagMode = "both"
-    tag_prefix: str = Field(default="Leak: ", min_length=1)
+    rate_limit_per_10s: int = Field(
+        default=50,
+        gt=0,
+        description="requests per 10 seconds, shared by all workers (Odoo documents no limit:"
+        " a conservative budget)",
+    )
+    flag_with: FlagMode = Field(
+        default="both",
+        description="how a leak flag is written on the lead: note (in the chatter), tag (crm.tag) or both",
+    )
+    tag_prefix: str = Field(
+        default="Leak: ",
+        min_length=1,
+        description="start of the leak tags' names, followed by the rule (e.g. Leak: stalled)",
+    )
 
     @property
     def enabled(self) -> bool:

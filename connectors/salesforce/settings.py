@@ -25,16 +25,36 @@ DEFAULT_LOGIN_URL = "https://login.salesforce.com"
 
 class SalesforceSettings(BaseModel):
     client_id: str | None = Field(default=None, description="the connected app's consumer key")
-    client_secret: SecretStr | None = None
-    refresh_token: SecretStr | None = None
+    client_secret: SecretStr | None = Field(
+        default=None,
+        description="the connected app's consumer secret, sent with the refresh-token grant;"
+        " unset: a public app (no secret sent)",
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None,
+        description="OAuth refresh token (with CLIENT_ID): tried first; unset: the JWT bearer flow or"
+        " ACCESS_TOKEN",
+    )
     username: str | None = Field(default=None, description="the user a JWT bearer assertion names (sub)")
     private_key: SecretStr | None = Field(default=None, description="PEM RSA key signing the JWT (RS256)")
-    access_token: SecretStr | None = None
-    login_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_LOGIN_URL)
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="a session id used as is (with INSTANCE_URL) until Salesforce refuses it;"
+        " only when neither REFRESH_TOKEN nor PRIVATE_KEY is set",
+    )
+    login_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl(DEFAULT_LOGIN_URL),
+        description="OAuth token endpoint host and JWT audience: https://test.salesforce.com for a"
+        " sandbox org, or the My Domain URL",
+    )
     instance_url: AnyHttpUrl | None = Field(
         default=None, description="used until a token answer names the org's instance_url"
     )
-    api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^\d{2,3}\.0$")
+    api_version: str = Field(
+        default=DEFAULT_API_VERSION,
+        pattern=r"^\d{2,3}\.0$",
+        description="REST API version, NN.0 (calls go to /services/data/vNN.0/)",
+    )
     organization_id: str | None = Field(
         default=None,
         min_length=15,
@@ -46,7 +66,12 @@ class SalesforceSettings(BaseModel):
         default=100_000, gt=0, description="the org's rolling 24-hour allocation (the header lowers it)"
     )
     max_concurrent_requests: int = Field(default=5, gt=0, description="requests in flight per process")
-    query_batch_size: int = Field(default=2000, ge=200, le=2000)
+    query_batch_size: int = Field(
+        default=2000,
+        ge=200,
+        le=2000,
+        description="SOQL records per batch asked for (Sforce-Query-Options batchSize), 200 to 2000",
+    )
     multi_currency: bool = Field(default=False, description="the org has CurrencyIsoCode on records")
     flag_field: str | None = Field(
         default=None, description="a custom text field (API name) that receives leak flags"

@@ -27,19 +27,61 @@ class TrelloSettings(BaseModel):
       ``/webhooks/trello``. ``prepare`` registers it when none is.
     """
 
-    api_key: SecretStr | None = None
-    token: SecretStr | None = None
-    app_secret: SecretStr | None = None
-    board_id: str | None = None
-    base_url: AnyHttpUrl = AnyHttpUrl("https://api.trello.com")
-    amount_field: str = "Amount"
-    currency: str | None = None
-    member_id: str | None = None
-    archived_status: Literal["deleted", "lost"] = "deleted"
-    callback_url: AnyHttpUrl | None = None
-    key_rate_limit_per_10s: int = Field(default=300, gt=0)
-    token_rate_limit_per_10s: int = Field(default=100, gt=0)
-    members_rate_limit_per_900s: int = Field(default=100, gt=0)
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="the app's API key, sent as the key query parameter; unset: the connector is disabled",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="a member's token, sent as the token query parameter; unset: the connector is disabled",
+    )
+    app_secret: SecretStr | None = Field(
+        default=None,
+        description="the app's OAuth secret: verifies X-Trello-Webhook signatures;"
+        " unset: every webhook is refused and no webhook is registered",
+    )
+    board_id: str | None = Field(
+        default=None,
+        description="the board (one pipeline), by id or short link; unset: the connector is disabled",
+    )
+    base_url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("https://api.trello.com"), description="API root URL (override for a sandbox)"
+    )
+    amount_field: str = Field(
+        default="Amount",
+        description="the Number custom field holding the deal amount, by id or name;"
+        " missing on the board: amounts are not read or written",
+    )
+    currency: str | None = Field(
+        default=None,
+        description="currency code of the amounts (Trello cards carry none); unset: no currency",
+    )
+    member_id: str | None = Field(
+        default=None,
+        description="the token's member id: actions it created are our own writes;"
+        " unset: learnt from GET /1/members/me",
+    )
+    archived_status: Literal["deleted", "lost"] = Field(
+        default="deleted",
+        description="what an archived card (or a card on an archived list) in an open stage is:"
+        " deleted (dropped from the funnel) or lost",
+    )
+    callback_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="the URL Trello posts webhooks to; unset: SYNC_PUBLIC_URL + /webhooks/trello"
+        " (neither set: no webhook is registered)",
+    )
+    key_rate_limit_per_10s: int = Field(
+        default=300,
+        gt=0,
+        description="requests per 10 seconds for the API key, shared by all its tokens and workers",
+    )
+    token_rate_limit_per_10s: int = Field(
+        default=100, gt=0, description="requests per 10 seconds for this token, shared by all workers"
+    )
+    members_rate_limit_per_900s: int = Field(
+        default=100, gt=0, description="requests to /1/members/ per 900 seconds, shared by all workers"
+    )
 
     @property
     def enabled(self) -> bool:

@@ -67,14 +67,26 @@ CONCURRENCY: Final[Mapping[str, int]] = {
 class ZohoSettings(BaseModel):
     """``SYNC_ZOHO__*``. The connector is enabled once a refresh token (or access token) is set."""
 
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    refresh_token: SecretStr | None = None
+    client_id: str | None = Field(
+        default=None, description="the OAuth client id (Zoho API Console), needed to refresh tokens"
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="the OAuth client secret, needed to refresh tokens"
+    )
+    refresh_token: SecretStr | None = Field(
+        default=None,
+        description="OAuth refresh token (with CLIENT_ID and CLIENT_SECRET), traded for access tokens;"
+        " unset: ACCESS_TOKEN (neither set: the connector is disabled)",
+    )
     access_token: SecretStr | None = Field(
         default=None,
         description="a ready access token (tests, short jobs); refreshed when a refresh token is set",
     )
-    data_centre: DataCentre = "us"
+    data_centre: DataCentre = Field(
+        default="us",
+        description="the account's data centre (us, eu, in, au, cn, jp, ca or sa):"
+        " picks the API domain and the accounts server",
+    )
     accounts_url: AnyHttpUrl | None = Field(
         default=None, description="overrides the data centre's accounts server"
     )
@@ -85,7 +97,12 @@ class ZohoSettings(BaseModel):
     webhook_token: SecretStr | None = Field(
         default=None, description="the token given to /actions/watch, echoed in every callback"
     )
-    channel_id: str = Field(default="1000000068001", pattern=r"^[0-9]{1,18}$")
+    channel_id: str = Field(
+        default="1000000068001",
+        pattern=r"^[0-9]{1,18}$",
+        description="the Deals notification channel's id (digits, at most 18);"
+        " callbacks for another channel are refused",
+    )
     notify_url: AnyHttpUrl | None = Field(
         default=None, description="default: SYNC_PUBLIC_URL + /webhooks/zoho"
     )
@@ -94,10 +111,25 @@ class ZohoSettings(BaseModel):
     )
     layout_id: str | None = Field(default=None, description="Deals layout of the pipelines (default: all)")
     flag_field: str = Field(default="Leak_Flag", min_length=1, description="single-line text field for flags")
-    edition: Edition = "standard"
-    user_licenses: int = Field(default=1, ge=1)
-    credits_per_day: int | None = Field(default=None, gt=0)
-    concurrency: int | None = Field(default=None, gt=0)
+    edition: Edition = Field(
+        default="standard",
+        description="the CRM edition (free, standard, professional, enterprise or ultimate):"
+        " sets the documented API credits and concurrency",
+    )
+    user_licenses: int = Field(
+        default=1, ge=1, description="user licenses of the org: each adds API credits per day (none on Free)"
+    )
+    credits_per_day: int | None = Field(
+        default=None,
+        gt=0,
+        description="API credits per rolling 24 hours; unset: computed from EDITION and USER_LICENSES",
+    )
+    concurrency: int | None = Field(
+        default=None,
+        gt=0,
+        description="requests per second (Zoho's concurrent-call limit, held as a pace);"
+        " unset: the edition's (5 to 25)",
+    )
 
     @property
     def enabled(self) -> bool:

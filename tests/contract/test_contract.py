@@ -15,6 +15,10 @@ checks what the core relies on:
 - every stage of its default mapping translates both ways, and every stage the account lists in a
   mapped pipeline has a canonical counterpart;
 - 5xx and 429 answers come out of the shared HTTP boundary as :class:`TransientError` or are retried.
+
+Every registered spec, sandboxed or not, documents its own settings: each field of its settings model
+has a ``Field(description=...)``, which ``sync-worker config --describe`` and the tables in
+``connectors/README.md`` show.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from sync_worker.canonical import (
     UNRECOGNISED_ACTION,
@@ -98,6 +104,25 @@ def subject(request: pytest.FixtureRequest, mappings: Mappings) -> Iterator[Subj
             connector.close()
     finally:
         sandbox.stop()
+
+
+def _fields(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, FieldInfo]]:
+    for name, info in model.model_fields.items():
+        env = f"{prefix}{name.upper()}"
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _fields(annotation, f"{env}__")
+        else:
+            yield env, info
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+def test_every_setting_has_a_description(name: str) -> None:
+    spec = registry()[name]
+    fields = list(_fields(spec.settings_model, spec.env_prefix))
+    assert fields, f"{name}: its settings model has no fields"
+    undescribed = [env for env, info in fields if not (info.description or "").strip()]
+    assert undescribed == [], f"{name}: give these settings a Field(description=...): {undescribed}"
 
 
 def _pull(connector: Connector, stream: str, cursor: str | None) -> tuple[list[CanonicalRecord], str | None]:

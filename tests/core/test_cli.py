@@ -57,6 +57,36 @@ def test_config_masks_secrets_and_says_what_is_disabled(elsewhere: Path) -> None
     assert "hubspot: disabled" not in result.stdout
 
 
+def test_config_describe_explains_every_setting_and_keeps_secrets_masked(elsewhere: Path) -> None:
+    env = {
+        "SYNC_HUBSPOT__TOKEN": "pat-na1-VERYSECRET",
+        "SYNC_ZOHO__CLIENT_SECRET": "zoho-VERYSECRET-2",
+        "SYNC_BROKER_URL": "amqp://worker:VERYSECRET3@rabbit:5672/",
+        "SYNC_DATABASE_URL": "postgresql://sync:VERYSECRET4@db/sync",
+    }
+    result = _run("config", "--describe", cwd=elsewhere, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "VERYSECRET" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    settings = [i for i, line in enumerate(lines) if line.startswith("SYNC_")]
+    values = {lines[i].split()[0]: lines[i].split()[1:] for i in settings}
+    assert values["SYNC_HUBSPOT__TOKEN"] == ["********"]
+    assert values["SYNC_ZOHO__CLIENT_SECRET"] == ["********"]
+    assert values["SYNC_DATABASE_URL"] == ["postgresql://sync:***@db/sync"]
+    # Every setting, the core's and each connector's, is followed by its description.
+    undescribed = [
+        lines[i] for i in settings if not lines[i + 1].startswith("    ") or not lines[i + 1].strip()
+    ]
+    assert undescribed == []
+    described = {lines[i].split()[0]: lines[i + 1].strip() for i in settings}
+    assert "seconds" in described["SYNC_POLL_INTERVAL_SECONDS"]
+    assert "v1 signature" in described["SYNC_HUBSPOT__ACCEPT_SIGNATURE_V1"]
+    assert "pipedrive: disabled" in result.stdout
+    plain = _run("config", cwd=elsewhere, env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert [line for line in lines if line.startswith("SYNC_")] == plain.stdout.splitlines()[: len(settings)]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("SYNC_REDIS_URL", "localhost"), ("SYNC_POLL_INTERVAL_SECONDS", "-1"), ("SYNC_PUBLIC_URL", "nope")],

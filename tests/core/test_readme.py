@@ -1,4 +1,4 @@
-"""The README and the help say what the installed service does: every command and every setting."""
+"""The READMEs and the help say what the installed service does: every command and every setting."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import click
 from pydantic import BaseModel
 
 from sync_worker.cli import main
+from sync_worker.plugins import registry
+from sync_worker.plugins_doc import replace_between_markers, settings_tables
 from sync_worker.settings import Settings
 from tests.core.test_cli import _run
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text(encoding="utf-8")
+CONNECTORS_README = (REPO / "connectors" / "README.md").read_text(encoding="utf-8")
 
 
 def _section(title: str) -> str:
@@ -59,11 +62,33 @@ def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
 
 
 def test_the_configuration_table_documents_every_setting() -> None:
+    """The core's settings are in the README; each connector's are documented by the connector."""
     table = _section("Configuration")
-    named = ["SYNC_HUBSPOT__ACCEPT_SIGNATURE_V1", "SYNC_PIPEDRIVE__OAUTH_TOKEN", "SYNC_ALERTS__MIN_AMOUNT"]
+    named = ["SYNC_BROKER_URL", "SYNC_ALERTS__MIN_AMOUNT"]
     wanted = [*_env_names(Settings, "SYNC_"), *named]
     compact = table.replace("` / `__", "` `SYNC_")
     assert [name for name in wanted if name not in table and name not in compact] == []
+    assert "connectors/README.md" in table and "sync-worker config --describe" in table
+    assert [spec.env_prefix for spec in registry().values() if f"`{spec.env_prefix}" in table] == []
+
+
+def test_the_connectors_readme_documents_every_connector_setting() -> None:
+    start = CONNECTORS_README.index("## Settings of each connector\n")
+    end = CONNECTORS_README.find("\n## ", start + 1)
+    section = CONNECTORS_README[start : end if end != -1 else None]
+    named = ["SYNC_HUBSPOT__ACCEPT_SIGNATURE_V1", "SYNC_PIPEDRIVE__OAUTH_TOKEN"]
+    wanted = [
+        *(name for spec in registry().values() for name in _env_names(spec.settings_model, spec.env_prefix)),
+        *named,
+    ]
+    assert [name for name in wanted if f"| `{name}` |" not in section] == []
+
+
+def test_the_connector_settings_tables_are_generated_from_the_models() -> None:
+    """``python -m sync_worker.plugins_doc --write connectors/README.md`` after changing a model."""
+    generated = settings_tables(registry().values())
+    assert replace_between_markers(CONNECTORS_README, generated) == CONNECTORS_README
+    assert "(secret)" in generated and "(undocumented)" not in generated
 
 
 def test_the_readme_points_only_inside_the_repository_and_the_first_command_needs_no_dev_extras() -> None:

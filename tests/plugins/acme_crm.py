@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from sync_worker.canonical import (
     CanonicalRecord,
@@ -38,8 +38,13 @@ STAGES = ("Lead", "Talking", "Offer", "Signed", "Gone")
 
 
 class AcmeSettings(BaseModel):
-    data_file: str | None = None
-    webhook_secret: SecretStr | None = None
+    data_file: str | None = Field(
+        default=None, description="path of the JSON file holding the deals; unset: the connector is disabled"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="shared secret webhooks carry in X-Acme-Token; unset: every webhook is refused",
+    )
 
 
 def _record(deal: Mapping[str, Any], mappings: Mappings) -> CanonicalRecord:

@@ -3,8 +3,9 @@
 Given a package (``acme_crm``, copied to a temporary site directory with its own ``.dist-info``
 declaring ``[sync_worker.connectors] acme = acme_crm:SPEC``) and no change to any core file,
 the installed ``sync-worker`` command, run in subprocesses that only see that directory on
-``PYTHONPATH``, shows it in ``config``, validates its mapping, polls it, pushes to it (a route from
-the Pipedrive sandbox creates deals in it) and serves its webhook route.
+``PYTHONPATH``, shows it in ``config`` (and with ``--describe`` the descriptions it brings),
+validates its mapping, polls it, pushes to it (a route from the Pipedrive sandbox creates deals in
+it) and serves its webhook route.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def home(tmp_path: Path, site: Path, sandbox: RunningSandbox) -> tuple[Path, dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_") or k.startswith("SYNC_TEST_")}
     env.update(
         {
-            "PYTHONPATH": str(site),
+            # The site first; a PYTHONPATH already set (a checkout tested in place) is kept after it.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
             "SYNC_DATABASE_URL": f"sqlite:///{tmp_path / 'sync.db'}",
             "SYNC_REDIS_URL": "redis://127.0.0.1:1/0",  # no broker: the one-shot commands do without
             "SYNC_MAPPINGS_DIR": str(mappings),
@@ -114,6 +116,17 @@ def test_config_shows_it_with_its_secret_masked(home: tuple[Path, dict[str, str]
     assert "SYNC_ACME__DATA_FILE" in result.stdout
     assert "SYNC_ACME__WEBHOOK_SECRET" in result.stdout
     assert _SECRET not in result.stdout + result.stderr
+
+
+def test_config_describe_shows_the_descriptions_it_brings(home: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = home
+    result = _cli(env, tmp, "config", "--describe")
+    assert result.returncode == 0, result.stderr
+    assert _SECRET not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("SYNC_ACME__WEBHOOK_SECRET"))
+    assert lines[at].split()[1:] == ["********"]
+    assert "X-Acme-Token" in lines[at + 1]
 
 
 def test_its_mapping_is_validated_like_the_others(home: tuple[Path, dict[str, str]]) -> None:

@@ -10,11 +10,12 @@ connector (:mod:`sync_worker.plugins`) adds one section, its spec's ``settings_m
 
 from __future__ import annotations
 
+import json
 import os
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, TypeVar, cast, overload
+from typing import Any, Literal, NamedTuple, TypeVar, cast, get_origin, overload
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from dotenv import dotenv_values
@@ -88,14 +89,39 @@ class _ConnectorEnvSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        names = set(_connector_models())
+        models = _connector_models()
         flat: dict[str, str | None] = {}
         files = self._env_file if isinstance(self._env_file, list | tuple) else [self._env_file]
         for path in files:
             if path is not None and Path(path).is_file():
                 flat.update(dotenv_values(path))
         flat.update(os.environ)
-        return _nest(flat, names)
+        nested = _nest(flat, set(models))
+        for name, section in nested.items():
+            _decode_collections(models[name], section)
+        return nested
+
+
+_COLLECTIONS = (list, tuple, set, frozenset, dict)
+
+
+def _decode_collections(model: type[BaseModel], section: dict[str, Any]) -> None:
+    """A list or mapping setting given as text: JSON (``["a","b"]``, as pydantic-settings reads
+    complex values), or for a list also a comma-separated ``a,b``; bad JSON is left for the
+    model's validation to name."""
+    for field_name, info in model.model_fields.items():
+        raw = section.get(field_name)
+        origin = get_origin(info.annotation) or info.annotation
+        if not isinstance(raw, str) or origin not in _COLLECTIONS:
+            continue
+        text = raw.strip()
+        if text.startswith(("[", "{")):
+            try:
+                section[field_name] = json.loads(text)
+            except ValueError:
+                continue
+        elif origin is not dict:
+            section[field_name] = [part.strip() for part in text.split(",") if part.strip()]
 
 
 class AlertSettings(BaseModel):

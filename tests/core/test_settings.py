@@ -96,3 +96,17 @@ def test_local_mappings_dir_wins_when_present(tmp_path: pytest.TempPathFactory) 
     Path("mappings").mkdir()
     Path("mappings/canonical.yaml").write_text("stages: []\n")
     assert Settings().resolved_mappings_dir() == Path("mappings")
+
+
+@pytest.mark.parametrize("value", ['["pipedrive", "zoho"]', "pipedrive, zoho"])
+def test_a_list_setting_of_a_connector_reads_json_or_commas(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SYNC_HUBSPOT__LINK_SYSTEMS", value)
+    assert Settings().section("hubspot").link_systems == ("pipedrive", "zoho")
+
+
+def test_a_list_setting_given_as_broken_json_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_HUBSPOT__LINK_SYSTEMS", '["pipedrive"')
+    with pytest.raises(ConfigError, match="LINK_SYSTEMS"):
+        load_settings()

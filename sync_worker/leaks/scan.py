@@ -74,7 +74,7 @@ def _update(item: _q.FlaggedRecord, copy: DealCopy, action: str) -> dict[str, An
         idempotency_key=f"leak:{item.flag.id}:{action}:{copy.record_id}",
         origin=ORIGIN,
         external_id=copy.external_id,
-        kind=item.kind,
+        kind="deal",
         flag=leak_flag(item.flag) if action == "raise" else clear_flag(),
     )
     return {
@@ -179,12 +179,13 @@ def scan_leaks(
 def _writes(
     items: Sequence[_q.FlaggedRecord], copies: Mapping[int, Sequence[DealCopy]], action: str
 ) -> list[dict[str, Any]]:
-    """One write-back per flag and copy of its deal (deleted copies have nothing to write to)."""
+    """One write-back per flag and deal copy of its deal. Deleted copies have nothing to write to;
+    a lead (an outreach tool's record of the person) holds no deal flag."""
     return [
         _update(item, copy, action)
         for item in items
         for copy in copies.get(item.flag.record_id, ())
-        if not copy.deleted and copy.status != "deleted"
+        if not copy.deleted and copy.status != "deleted" and copy.kind == "deal"
     ]
 
 

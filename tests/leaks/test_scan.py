@@ -182,6 +182,10 @@ def test_unanswered_flags_replies_no_linked_deal_followed(
     assert set(got) == {(waiting, "unanswered"), (alone, "unanswered")}
     assert got[waiting, "unanswered"].since == replied
     assert got[waiting, "unanswered"].days_in_stage == 5
+    # No write-back is queued to the leads: an outreach tool's lead holds no deal flag (its push
+    # would only fail); the flags reach people through the alerts and the report
+    queued = {(target, key.split(":")[2]) for target, key, _ in _outbox(store)}
+    assert ("lagrowthmachine", "raise") not in queued and ("alert", "alert") in queued
     # When the linked deal finally moves, the flag clears
     _put(store, clock, "d1", StageKey.MEETING, at=now + DAY)
     later = scan_leaks(store, model, now=now + DAY)

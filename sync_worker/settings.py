@@ -10,7 +10,6 @@ connector (:mod:`sync_worker.plugins`) adds one section, its spec's ``settings_m
 
 from __future__ import annotations
 
-import json
 import os
 from decimal import Decimal
 from importlib import resources
@@ -98,30 +97,28 @@ class _ConnectorEnvSource(PydanticBaseSettingsSource):
         flat.update(os.environ)
         nested = _nest(flat, set(models))
         for name, section in nested.items():
-            _decode_collections(models[name], section)
+            self._decode_complex(models[name], section)
         return nested
 
-
-_COLLECTIONS = (list, tuple, set, frozenset, dict)
-
-
-def _decode_collections(model: type[BaseModel], section: dict[str, Any]) -> None:
-    """A list or mapping setting given as text: JSON (``["a","b"]``, as pydantic-settings reads
-    complex values), or for a list also a comma-separated ``a,b``; bad JSON is left for the
-    model's validation to name."""
-    for field_name, info in model.model_fields.items():
-        raw = section.get(field_name)
-        origin = get_origin(info.annotation) or info.annotation
-        if not isinstance(raw, str) or origin not in _COLLECTIONS:
-            continue
-        text = raw.strip()
-        if text.startswith(("[", "{")):
-            try:
-                section[field_name] = json.loads(text)
-            except ValueError:
+    def _decode_complex(self, model: type[BaseModel], section: dict[str, Any]) -> None:
+        """A list or mapping setting given as text: JSON, decoded as pydantic-settings decodes its
+        own complex values, or for a list also a comma-separated ``a,b``; bad JSON is left for the
+        model's validation to name."""
+        for field_name, info in model.model_fields.items():
+            raw = section.get(field_name)
+            if not isinstance(raw, str) or not self.field_is_complex(info):
                 continue
-        elif origin is not dict:
-            section[field_name] = [part.strip() for part in text.split(",") if part.strip()]
+            text = raw.strip()
+            if text.startswith(("[", "{")):
+                try:
+                    section[field_name] = self.decode_complex_value(field_name, info, text)
+                except ValueError:
+                    continue
+            elif (get_origin(info.annotation) or info.annotation) in _SEQUENCES:
+                section[field_name] = [part.strip() for part in text.split(",") if part.strip()]
+
+
+_SEQUENCES = (list, tuple, set, frozenset)
 
 
 class AlertSettings(BaseModel):

@@ -25,12 +25,11 @@ from typing import Final
 
 from sync_worker.store import OutboxItem
 
-__all__ = ["ALERT", "FLAG", "KINDS", "MIRROR", "by_kind"]
+__all__ = ["ALERT", "FLAG", "MIRROR", "by_kind"]
 
 MIRROR: Final = "mirror"
 FLAG: Final = "flag"
 ALERT: Final = "alert"
-KINDS: Final = (MIRROR, FLAG, ALERT)
 
 
 def by_kind(items: Sequence[OutboxItem]) -> dict[str, list[OutboxItem]]:

@@ -41,13 +41,11 @@ from sync_worker.store.models import RecordChange, StoredRecord
 __all__ = [
     "IngestStore",
     "Observation",
-    "as_recovery",
     "changed_fields",
     "events_for",
     "field_value",
     "is_echo",
     "observe",
-    "route_marker",
 ]
 
 # Fields a source may not carry (a webhook deal has no e-mail): a record lacking them keeps the stored value.
@@ -185,22 +183,3 @@ def observe(
     if change.applied and not echo:
         events = events_for(change, before, record, changed)
     return Observation(before, record, change, changed, echo, events)
-
-
-def route_marker(record: CanonicalRecord) -> str:
-    """The idempotency key held while one record is between "stored" and "routed"."""
-    return f"routing:{record.source}:{record.kind}:{record.external_id}"
-
-
-def as_recovery(obs: Observation) -> Observation:
-    """The observation to route when an earlier ingest of this record stopped after storing it and
-    before routing it (a killed worker): the stored copy already shows the change, so nothing looks
-    changed. Every set field counts as changed instead, and the state before the change is
-    unknown (so a divergence at the target is not taken for the target's own newer edit); routing
-    then writes only what differs at each target, advance-only still holds, and idempotency keys
-    keep a create from happening twice."""
-    changed = frozenset(name for name in SYNCED_FIELDS if field_value(obs.record, name) is not None)
-    events = {EVENT_STAGE_CHANGE, EVENT_STATUS_CHANGE, EVENT_FIELD_CHANGE}
-    if obs.record.replied_at is not None:
-        events.add(EVENT_REPLY)
-    return replace(obs, before=None, changed=obs.changed | changed, events=obs.events | events)

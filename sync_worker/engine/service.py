@@ -20,7 +20,7 @@ from typing import Protocol
 from sync_worker.canonical import CanonicalRecord
 from sync_worker.connector import Connector
 from sync_worker.engine.fullpull import record_full_pull
-from sync_worker.engine.ingest import as_recovery, observe, route_marker
+from sync_worker.engine.ingest import observe
 from sync_worker.engine.model import EngineConfig, IngestResult, PullStats, PushStats
 from sync_worker.engine.normalise import normalise_events
 from sync_worker.engine.push import push_target
@@ -97,26 +97,22 @@ class SyncService:
     def ingest_record(self, record: CanonicalRecord) -> IngestResult:
         """Store one record from its source, then route it unless it is stale or our own echo.
 
-        Storing and routing are separate transactions, so a marker key is held between them: if a
-        worker dies after storing, the next ingest of the record (the redelivered message, or a
-        poll) finds the marker and routes it again as a recovery (:func:`as_recovery`).
+        Storing and routing run in one unit of work (:meth:`~sync_worker.store.SyncStore.unit`):
+        a worker killed in between leaves neither, and the redelivered message or the next poll
+        does both. Called inside a caller's unit (a page, a delivery), it joins that one.
         """
         mappings = self.mappings()
-        marker = route_marker(record)
-        interrupted = not self._store.claim_key(marker)
-        obs = observe(
-            self._store,
-            record,
-            own_change_sources=self._config.own_change_sources,
-            echo_window=self._config.echo_window,
-            clock=self._clock,
-        )
-        if interrupted and obs.change.applied and not obs.echo:
-            obs = as_recovery(obs)
-        queued = route_observation(
-            self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
-        )
-        self._store.release_key(marker)
+        with self._store.unit():
+            obs = observe(
+                self._store,
+                record,
+                own_change_sources=self._config.own_change_sources,
+                echo_window=self._config.echo_window,
+                clock=self._clock,
+            )
+            queued = route_observation(
+                self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
+            )
         return IngestResult(
             source=record.source,
             external_id=record.external_id,
@@ -141,7 +137,12 @@ class SyncService:
         self.handle_inbox_events([inbox_id])
 
     def handle_inbox_events(self, inbox_ids: Sequence[int]) -> list[IngestResult]:
-        """Like :meth:`handle_inbox_event` for several ids: HubSpot deals of the batch are read together."""
+        """Like :meth:`handle_inbox_event` for several ids (one webhook delivery).
+
+        The connector reads what the events need in one go (a batch read, outside any
+        transaction); then each source's records are stored, routed and their events marked
+        processed in one unit of work, so a redelivered delivery finds all of it done or none.
+        """
         pending: dict[str, list[InboxEvent]] = {}
         for inbox_id in dict.fromkeys(inbox_ids):
             event = self._store.get_inbox_event(inbox_id)
@@ -159,15 +160,17 @@ class SyncService:
                 own_change_sources=self._config.own_change_sources,
                 was_written=self._was_written,
             )
-            for record, ids in normalised.records:
-                results.append(self.ingest_record(record))
-                for inbox_id in ids:
+            with self._store.unit():
+                for record, ids in normalised.records:
+                    results.append(self.ingest_record(record))
+                    for inbox_id in ids:
+                        self._store.mark_processed(inbox_id, at=self._clock())
+                for inbox_id in normalised.echo_ids:
                     self._store.mark_processed(inbox_id, at=self._clock())
-            for inbox_id in normalised.echo_ids:
-                self._store.mark_processed(inbox_id, at=self._clock())
-            for inbox_id, reason in normalised.skipped.items():
+                for inbox_id, reason in normalised.skipped.items():
+                    self._store.mark_processed(inbox_id, at=self._clock(), skip_reason=reason)
+            for reason in normalised.skipped.values():
                 note_skipped(source, reason)
-                self._store.mark_processed(inbox_id, at=self._clock(), skip_reason=reason)
         return results
 
     def _was_written(self, system: str, external_id: str, field: str, value: object) -> bool:
@@ -186,9 +189,10 @@ class SyncService:
     ) -> PullStats:
         """Pull one stream page by page, storing and routing each record.
 
-        ``full`` starts from the beginning (a backfill) instead of the stored cursor. A page's
-        cursor is persisted only after all its records are stored and routed, so a crash re-reads
-        at most one page. ``progress`` is called with the number of records of each page.
+        ``full`` starts from the beginning (a backfill) instead of the stored cursor. Each page is
+        one unit of work: its records, stage history, links, outbox rows and cursor commit
+        together, so a crash leaves all of the page or none of it and re-reads at most
+        that page. ``progress`` is called with the number of records of each page.
 
         A pull that started from the beginning (``full``, or no stored cursor) and ran to its last
         page records when it started (:func:`~sync_worker.engine.fullpull.record_full_pull`), for
@@ -202,18 +206,21 @@ class SyncService:
         pages = records = changed = echoes = stale = enqueued = 0
         for page in connector.pull_changes(stream, cursor):
             pages += 1
-            for record in page.records:
-                result = self.ingest_record(record)
-                records += 1
-                changed += 1 if result.events else 0
-                echoes += 1 if result.echo else 0
-                stale += 1 if result.stale else 0
-                enqueued += result.enqueued
+            with self._store.unit():  # the page's records, links, outbox rows and cursor: all or none
+                for record in page.records:
+                    result = self.ingest_record(record)
+                    records += 1
+                    changed += 1 if result.events else 0
+                    echoes += 1 if result.echo else 0
+                    stale += 1 if result.stale else 0
+                    enqueued += result.enqueued
+                if page.cursor is not None:
+                    self._store.set_cursor(source, stream, page.cursor)
+                elif page.done and cursor is not None:
+                    self._store.set_cursor(source, stream, "")
             if page.cursor is not None:
-                self._store.set_cursor(source, stream, page.cursor)
                 cursor = page.cursor
-            elif page.done and cursor is not None:
-                self._store.set_cursor(source, stream, "")
+            elif page.done:
                 cursor = None
             if progress is not None:
                 progress(len(page.records))

@@ -1,11 +1,14 @@
 """The state store's common ground: the engine, "now", and the one error boundary.
 
 Every store method runs in one transaction opened by :meth:`StoreBase._write` (``BEGIN IMMEDIATE``
-on SQLite) or :meth:`StoreBase._read` (plain ``BEGIN``). A database that cannot be reached
-(SQLAlchemy ``OperationalError``/``InterfaceError``, a pool timeout, SQLite "database is locked"
-after the busy timeout) raises :class:`~sync_worker.errors.StoreUnavailableError` there, so the
-receiver answers 503 and the sender retries. Messages name the host, the database and the driver's
-reason (:func:`~sync_worker.store.engine.describe_failure`), never the password.
+on SQLite) or :meth:`StoreBase._read` (plain ``BEGIN``), unless the caller holds a unit of work
+(:meth:`StoreBase.unit`): then every method inside the block joins its one write transaction, so
+the engine's work for a pulled page or a webhook delivery commits together or not at all.
+A database that cannot be reached (SQLAlchemy ``OperationalError``/``InterfaceError``, a pool
+timeout, SQLite "database is locked" after the busy timeout) raises
+:class:`~sync_worker.errors.StoreUnavailableError` there, so the receiver answers 503 and the
+sender retries. Messages name the host, the database and the driver's reason
+(:func:`~sync_worker.store.engine.describe_failure`), never the password.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -67,6 +71,8 @@ class StoreBase:
         self._owns_engine = not isinstance(database, Engine)
         self._engine = database if isinstance(database, Engine) else create_engine_for(database)
         self._clock = clock
+        # The connection of the unit of work open in this thread or task, if any (see unit()).
+        self._unit: ContextVar[Connection | None] = ContextVar(f"store-unit-{id(self)}", default=None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redacted_url(self._engine.url)!r})"
@@ -84,7 +90,34 @@ class StoreBase:
         return as_utc(self._clock())
 
     @contextmanager
+    def unit(self) -> Iterator[None]:
+        """One transaction for every store call inside the block (in this thread or task).
+
+        Commits when the block ends, rolls everything back when it raises (any exception, a
+        simulated kill included); a nested ``unit()`` joins the outer one. Keep network calls
+        outside the block: SQLite holds its write lock for the length of it.
+        """
+        if self._unit.get() is not None:
+            yield
+            return
+        with self._write() as conn:
+            token = self._unit.set(conn)
+            try:
+                yield
+            finally:
+                self._unit.reset(token)
+
+    @property
+    def in_unit(self) -> bool:
+        """Whether a unit of work is open in this thread or task."""
+        return self._unit.get() is not None
+
+    @contextmanager
     def _write(self) -> Iterator[Connection]:
+        joined = self._unit.get()
+        if joined is not None:
+            yield joined
+            return
         try:
             with self._engine.begin() as conn:
                 yield conn
@@ -93,6 +126,10 @@ class StoreBase:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        joined = self._unit.get()
+        if joined is not None:
+            yield joined  # a read inside a unit sees the unit's own uncommitted writes
+            return
         try:
             with self._engine.connect() as conn:
                 conn.execution_options(**{READ_ONLY: True})

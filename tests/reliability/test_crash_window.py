@@ -1,12 +1,11 @@
 """The crash window between storing a change and queueing its writes, made deterministic.
 
-``SyncService.ingest_record`` stores the record (``observe`` -> ``upsert_record``, one transaction)
-and only then queues the routed writes (``route_observation`` -> ``enqueue_outbox``, more
-transactions); the inbox event is marked processed last. A worker killed between the first commit
-and the second leaves the new state stored with nothing queued; the redelivered message then sees
-no change, so without the routing marker (``engine.ingest.route_marker``) the change would never
-reach the other CRM; the worker-kill test hit this window now and then. Here the "kill" is an
-injected failure of the first outbox write (``mock.patch`` for an injected fault, house rule 12).
+``SyncService.ingest_record`` stores the record (``observe`` -> ``upsert_record``) and queues the
+routed writes (``route_observation`` -> ``enqueue_outbox``) in one unit of work, and the inbox
+event is marked processed in the same one. Before, these were separate commits: a worker killed
+between them left the new state stored with nothing queued, and the redelivered message saw no
+change. Here the "kill" is an injected failure of the first outbox write (``mock.patch`` for an
+injected fault, house rule 12): the store is rolled back with it, so the redelivery routes it.
 """
 
 from __future__ import annotations

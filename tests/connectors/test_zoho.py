@@ -258,6 +258,17 @@ def test_the_record_at_the_cursor_is_not_a_new_change(zoho: tuple[ZohoConnector,
     assert records[0].stage is StageKey.QUALIFIED and records[0].amount == Decimal("1500.5")
 
 
+def test_the_stage_clock_starts_no_later_than_modified_time(
+    zoho: tuple[ZohoConnector, respx.MockRouter],
+) -> None:
+    connector, router = zoho
+    router.get(f"{API}/crm/v8/Deals").respond(
+        json=_page([_deal(1, at="2026-08-01T09:00:00+05:30")], more=False, token=None, page=1)
+    )
+    (record,) = [r for p in connector.pull_changes("deals", None) for r in p.records]
+    assert record.stage_changed_at == record.updated_at == datetime(2026, 8, 1, 3, 30, tzinfo=UTC)
+
+
 def test_display_and_stored_stage_values_and_several_lost_stages(
     zoho: tuple[ZohoConnector, respx.MockRouter],
 ) -> None:

@@ -276,7 +276,10 @@ def test_a_stalled_zoho_deal_gets_its_flag_written_back_through_the_push(world: 
     flags = [f for f in scan.raised if f.record_id == record.id]
     assert [f.rule for f in flags] == ["stalled"]
     assert {f.record_id for f in scan.raised if f.rule == "stalled"} == {record.id}
-    # Then the push writes the flag into the deal's flag field
+    # Then the scan queued one outbox item of kind flag for Zoho, which the push writes into the
+    # deal's flag field
+    queued = world.store.due_outbox(now + timedelta(minutes=1), 500, target="zoho")
+    assert [(i.kind, i.payload.get("external_id")) for i in queued] == [("flag", stalled)]
     assert world.push("zoho") == 1
     deal = state.deals[stalled]
     assert deal["Leak_Flag"].startswith("stalled: ") and "stage proposal" in deal["Leak_Flag"]

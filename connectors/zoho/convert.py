@@ -19,6 +19,12 @@ Provider documentation followed:
 
 Which of the two stage values a record carries is not documented, so both are matched. Whether
 ``Amount`` comes as a number or a string is not documented either: both are read.
+
+A Deals record says when it was last modified, not when it entered its stage (that is only in the
+Stage History related list). Entering the stage modified the record, so ``Modified_Time`` is the
+latest the stage can have been entered: it is given as ``stage_changed_at``, which the store uses
+only on first sight or when the stage changed. A deal that has sat untouched in its stage for
+weeks is then as old in it as it looks on the first sync, never older.
 """
 
 from __future__ import annotations
@@ -257,6 +263,7 @@ def to_canonical(
         company=_ref(record.get("Account_Name"), "name"),
         close_date=_date(record.get("Closing_Date")),
         created_at=parse_time(record.get("Created_Time"), "Created_Time"),
+        stage_changed_at=updated_at,
         change_source=_ref(record.get("Modified_By")),
     )
 

@@ -258,6 +258,77 @@ def test_the_record_at_the_cursor_is_not_a_new_change(zoho: tuple[ZohoConnector,
     assert records[0].stage is StageKey.QUALIFIED and records[0].amount == Decimal("1500.5")
 
 
+class _SameSecondZoho:
+    """``GET /crm/v8/Deals`` over ``deals``, sorted by ``Modified_Time`` (ties in no promised order),
+    paged ``per_page`` at a time with ``page_token``, ``If-Modified-Since`` compared with ``inclusive``
+    ``>=`` or ``>`` (Zoho does not document which)."""
+
+    def __init__(self, *, inclusive: bool, per_page: int = 2) -> None:
+        self.deals: list[dict[str, Any]] = []
+        self.inclusive = inclusive
+        self.per_page = per_page
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        rows = sorted(self.deals, key=lambda d: datetime.fromisoformat(d["Modified_Time"]))
+        since = request.headers.get("If-Modified-Since")
+        if since is not None:
+            moment = datetime.fromisoformat(since)
+            after = (lambda t: t >= moment) if self.inclusive else (lambda t: t > moment)
+            rows = [d for d in rows if after(datetime.fromisoformat(d["Modified_Time"]))]
+        start = int(request.url.params.get("page_token") or 0)
+        chunk = rows[start : start + self.per_page]
+        if not chunk:
+            return httpx.Response(204)
+        more = start + self.per_page < len(rows)
+        token = str(start + self.per_page) if more else None
+        return httpx.Response(200, json=_page(chunk, more=more, token=token, page=start // self.per_page + 1))
+
+
+@pytest.mark.parametrize("inclusive", [True, False], ids=["since>=", "since>"])
+def test_deals_modified_in_the_same_second_are_each_pulled_once(
+    zoho: tuple[ZohoConnector, respx.MockRouter], inclusive: bool
+) -> None:
+    connector, router = zoho
+    fake = _SameSecondZoho(inclusive=inclusive)
+    router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+    t1, t2, t3 = "2026-10-01T10:00:00+00:00", "2026-10-01T10:00:01+00:00", "2026-10-01T10:00:02+00:00"
+    # ids out of order within the second: Zoho promises no tie order
+    a, b, c, d, e = (_deal(n, at=t) for n, t in ((1, t1), (5, t2), (3, t2), (4, t2), (2, t3)))
+
+    def pulled(cursor: str | None) -> tuple[list[str], str | None]:
+        pages = list(connector.pull_changes("deals", cursor))
+        assert pages[-1].done
+        return [r.external_id for p in pages for r in p.records], pages[-1].cursor
+
+    # Given A at t1, then B and C in the same second t2, split by the page boundary [A, B] | [C]
+    fake.deals = [a, b, c]
+    pages = list(connector.pull_changes("deals", None))
+    assert [[r.external_id for r in p.records] for p in pages] == [[a["id"], b["id"]], [c["id"]], []]
+    first_page, last = pages[0].cursor, pages[-1].cursor
+    # When the pull stopped after its first page, the next one resumes with C only
+    assert pulled(first_page)[0] == [c["id"]]
+    # When nothing changed, the records at the cursor (B and C, at t2) are not changes again
+    assert pulled(last) == ([], last)
+    # When D is modified in the same second t2 after that poll, and E later, each is pulled once
+    fake.deals = [a, b, c, d, e]
+    ids, cursor = pulled(last)
+    assert ids == [d["id"], e["id"]]
+    assert pulled(cursor)[0] == []
+    # And the first page's cursor still yields everything after it exactly once
+    assert sorted(pulled(first_page)[0]) == sorted([c["id"], d["id"], e["id"]])
+
+
+def test_the_stage_clock_starts_no_later_than_modified_time(
+    zoho: tuple[ZohoConnector, respx.MockRouter],
+) -> None:
+    connector, router = zoho
+    router.get(f"{API}/crm/v8/Deals").respond(
+        json=_page([_deal(1, at="2026-08-01T09:00:00+05:30")], more=False, token=None, page=1)
+    )
+    (record,) = [r for p in connector.pull_changes("deals", None) for r in p.records]
+    assert record.stage_changed_at == record.updated_at == datetime(2026, 8, 1, 3, 30, tzinfo=UTC)
+
+
 def test_display_and_stored_stage_values_and_several_lost_stages(
     zoho: tuple[ZohoConnector, respx.MockRouter],
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -130,6 +130,31 @@ def test_full_pull_then_incremental_sees_a_change_once(server: ZohoSandboxServer
     again = list(connector.pull_changes("deals", cursor))
     assert [r.external_id for p in again for r in p.records] == [changed]
     assert [r.change_source for p in again for r in p.records] == [server.state.person.id]
+    assert [r for p in connector.pull_changes("deals", again[-1].cursor) for r in p.records] == []
+    connector.close()
+
+
+def test_one_second_of_changes_across_a_page_boundary_is_pulled_once(
+    server: ZohoSandboxServer, mappings: Mappings
+) -> None:
+    connector = _connector(server, mappings)
+    # Given 201 deals modified in one second after the 30 seeded ones: pages of 200 split that second
+    second = NOW + timedelta(hours=1)
+    burst = [
+        server.state.seed_deal({"Deal_Name": f"Mass {n}", "Stage": "Qualification"}, at=second)
+        for n in range(201)
+    ]
+    pages = list(connector.pull_changes("deals", None))
+    assert [len(p.records) for p in pages] == [200, 31, 0]
+    assert len({r.external_id for p in pages for r in p.records}) == 231
+    # When a pull stopped after its first page, the next one reads the rest of that second only
+    rest = [r.external_id for p in connector.pull_changes("deals", pages[0].cursor) for r in p.records]
+    first = {r.external_id for r in pages[0].records}
+    assert sorted(rest) == sorted(d["id"] for d in burst if d["id"] not in first)
+    # When one more deal is modified in that same second after the pull, it alone is new
+    late = server.state.seed_deal({"Deal_Name": "Late", "Stage": "Qualification"}, at=second)
+    again = list(connector.pull_changes("deals", pages[-1].cursor))
+    assert [r.external_id for p in again for r in p.records] == [late["id"]]
     assert [r for p in connector.pull_changes("deals", again[-1].cursor) for r in p.records] == []
     connector.close()
 

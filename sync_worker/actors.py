@@ -2,6 +2,11 @@
 
 Each actor calls one service function and returns (house style rule 6)::
 
+    process_inbox_delivery(inbox_ids)      -> SyncService.handle_inbox_events (one webhook delivery:
+                                              its reads batched, one transaction), then schedule
+                                              pushes; a failing delivery of several events is split
+                                              into process_inbox_event messages, retried and
+                                              dead-lettered one event at a time
     process_inbox_event(inbox_id)          -> SyncService.handle_inbox_event, then schedule pushes
     poll_source(source, stream, full)      -> SyncService.poll, then schedule pushes (and, after a
                                               completed full pull, a leak scan)
@@ -53,7 +58,7 @@ from sync_worker.activity import (
 from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink, count_dead_letter
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import ConfigError, PermanentError
-from sync_worker.intake import Enqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
+from sync_worker.intake import DeliveryEnqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.store.models import DeadLetter, OutboxItem
 
@@ -80,6 +85,7 @@ __all__ = [
     "current_context",
     "poll_source",
     "prepare_targets_job",
+    "process_inbox_delivery",
     "process_inbox_event",
     "push_target",
     "record_dead_items",
@@ -115,6 +121,8 @@ class ActorService(Protocol):
     """The part of :class:`~sync_worker.engine.SyncService` the actors call."""
 
     def handle_inbox_event(self, inbox_id: int) -> None: ...
+
+    def handle_inbox_events(self, inbox_ids: Sequence[int]) -> object: ...
 
     def poll(
         self, source: str, stream: str, *, full: bool = False, progress: Callable[[int], None] | None = None
@@ -292,6 +300,35 @@ def process_inbox_event(inbox_id: int) -> None:
     schedule_pushes(context)
 
 
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=INBOX_QUEUE, throws=NOT_RETRYABLE)
+def process_inbox_delivery(inbox_ids: list[int]) -> None:
+    """Apply the accepted events of one webhook delivery together (idempotent, like one event).
+
+    Should the delivery fail, its events go on alone: one ``process_inbox_event`` each, so a
+    single bad event is retried and dead-lettered by itself and the others still land.
+    """
+    context = current_context()
+    ids = [int(inbox_id) for inbox_id in inbox_ids]
+    if context.service is None:
+        for inbox_id in ids:
+            handle_inbox_event(context.store, inbox_id, normalisers=context.normalisers)
+        return
+    try:
+        context.service.handle_inbox_events(ids)
+    except Exception as exc:
+        if len(ids) < 2:
+            raise
+        _log.warning(
+            "delivery of %d inbox events failed (%s): each goes on as its own message",
+            len(ids),
+            type(exc).__name__,
+        )
+        for inbox_id in ids:
+            process_inbox_event.send(inbox_id)
+        return
+    schedule_pushes(context)
+
+
 @dramatiq.actor(
     broker=UNBOUND_BROKER, queue_name=POLL_QUEUE, throws=NOT_RETRYABLE, time_limit=_POLL_TIME_LIMIT_MS
 )
@@ -418,6 +455,7 @@ def sweep_inbox_job() -> None:
 
 
 ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (
+    process_inbox_delivery,
     process_inbox_event,
     prepare_targets_job,
     poll_source,
@@ -435,18 +473,32 @@ def actor_named(name: str) -> Actor[Any, Any]:
     raise PermanentError(f"unknown actor {name!r}; known: {', '.join(a.actor_name for a in ALL_ACTORS)}")
 
 
-def broker_enqueue(broker: Broker) -> Enqueue:
-    """An :data:`~sync_worker.intake.Enqueue` that sends ``process_inbox_event`` on ``broker``.
+def broker_enqueue(broker: Broker) -> DeliveryEnqueue:
+    """An :class:`~sync_worker.intake.DeliveryEnqueue` on ``broker``: ``process_inbox_event`` for
+    one id, ``process_inbox_delivery`` for a delivery's ids (in messages of at most
+    :data:`DELIVERY_MESSAGE_IDS`).
 
-    The message is built from the actor (name, queue) and enqueued on the broker given, whichever
-    broker the actor is bound to globally; the queue is declared on it first.
+    Messages are built from the actors (name, queue) and enqueued on the broker given, whichever
+    broker the actors are bound to globally; the queue is declared on it first.
     """
     broker.declare_queue(process_inbox_event.queue_name)
+    return _BrokerEnqueue(broker)
 
-    def enqueue(inbox_id: int) -> None:
-        broker.enqueue(process_inbox_event.message(inbox_id))
 
-    return enqueue
+DELIVERY_MESSAGE_IDS: Final = 100
+
+
+@dataclass(frozen=True)
+class _BrokerEnqueue:
+    broker: Broker
+
+    def __call__(self, inbox_id: int) -> None:
+        self.broker.enqueue(process_inbox_event.message(inbox_id))
+
+    def many(self, inbox_ids: Sequence[int]) -> None:
+        ids = list(inbox_ids)
+        for start in range(0, len(ids), DELIVERY_MESSAGE_IDS):
+            self.broker.enqueue(process_inbox_delivery.message(ids[start : start + DELIVERY_MESSAGE_IDS]))
 
 
 def replay_dead_letter(store: ReplayStore, broker: Broker, dead_letter_id: int) -> Message[Any]:

@@ -4,7 +4,7 @@ The order is the durability contract of the architecture ("nothing is ever ackno
 lost")::
 
     verify (401) -> parse (400) -> store in the inbox, one transaction (503 if the store is down)
-        -> answer 2xx -> enqueue each new inbox id -> mark them enqueued
+        -> answer 2xx -> enqueue the delivery's new inbox ids (one message) -> mark them enqueued
 
 Enqueueing happens after the commit and its failure never fails the request: the events are durable
 and :func:`sweep_inbox` (run by the receiver in the background, and callable by the scheduler)
@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from sync_worker.broker import enqueue_errors
 from sync_worker.canonical import UNRECOGNISED_ACTION, CanonicalRecord, WebhookEvent
@@ -29,6 +29,7 @@ from sync_worker.metrics import ReceiverMetrics, note_skipped
 from sync_worker.store.models import AcceptResult, InboxEvent
 
 __all__ = [
+    "DeliveryEnqueue",
     "Enqueue",
     "InboxStore",
     "IntakeResult",
@@ -45,6 +46,16 @@ _log = logging.getLogger(__name__)
 
 Enqueue = Callable[[int], None]
 """Hands one inbox id to the queue; raises a broker/Redis error when it cannot."""
+
+
+@runtime_checkable
+class DeliveryEnqueue(Protocol):
+    """An :data:`Enqueue` that can also hand a whole delivery's inbox ids over as one message."""
+
+    def __call__(self, inbox_id: int) -> None: ...
+
+    def many(self, inbox_ids: Sequence[int]) -> None: ...
+
 
 Normaliser = Callable[[WebhookEvent], CanonicalRecord | None]
 """A connector's pure translation of one webhook event (None when the event carries no record)."""
@@ -141,6 +152,20 @@ def _enqueue_all(ids: Sequence[int], enqueue: Enqueue) -> tuple[list[int], bool]
     return done, False
 
 
+def _enqueue_delivery(ids: Sequence[int], enqueue: Enqueue) -> tuple[list[int], bool]:
+    """One message for the delivery's ids when the queue takes several at once, else one per id."""
+    if len(ids) < 2 or not isinstance(enqueue, DeliveryEnqueue):
+        return _enqueue_all(ids, enqueue)
+    try:
+        enqueue.many(ids)
+    except enqueue_errors() as exc:
+        _log.warning(
+            "broker unavailable (%s): %d inbox event(s) left for the sweeper", type(exc).__name__, len(ids)
+        )
+        return [], True
+    return list(ids), False
+
+
 def _mark_enqueued(store: InboxStore, ids: Sequence[int], *, requeued: bool = False) -> None:
     if not ids:
         return
@@ -177,7 +202,7 @@ def accept_webhook(
     kept = [e for e in events if e.handled or e.action == UNRECOGNISED_ACTION]
     accepted = store.accept_events(source, kept) if kept else AcceptResult(new_ids=(), duplicates=0)
     _keep_unhandled(source, events, accepted, store)
-    enqueued, _ = _enqueue_all(accepted.new_ids, enqueue)
+    enqueued, _ = _enqueue_delivery(accepted.new_ids, enqueue)
     _mark_enqueued(store, enqueued)
     result = IntakeResult(
         source=source,

@@ -380,7 +380,7 @@ def create_app(
     """The receiver app, wired to the collaborators given (nothing is built from the environment).
 
     ``connectors`` maps a source name (the URL segment) to its webhook verifier/parser; a source
-    not in it answers 404. ``enqueue`` defaults to sending ``process_inbox_event`` on ``broker``.
+    not in it answers 404. ``enqueue`` defaults to sending each delivery as one inbox message on ``broker``.
     ``sweep_interval`` (seconds; None disables) runs :func:`~sync_worker.intake.sweep_inbox` in the
     background while the app is up. ``timer`` is the monotonic clock for latency. The connectors
     carry their own wall clock (HubSpot's signature timestamp check). ``app.state.receiver`` exposes

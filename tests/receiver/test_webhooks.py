@@ -7,7 +7,9 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
+import dramatiq
 import pytest
 
 from connectors.hubspot.webhooks import signed_uri, v3_signature
@@ -45,6 +47,19 @@ def inbox_count(harness: Harness) -> int:
     return harness.store.inbox_depth()
 
 
+def queued_messages(harness: Harness) -> list[tuple[str, list[Any]]]:
+    """(actor, args) of every message waiting on the stub broker's inbox queue, in order."""
+    return [
+        (message.actor_name, list(message.args))
+        for message in map(dramatiq.Message.decode, list(harness.broker.queues["inbox"].queue))
+    ]
+
+
+def pending_ids(harness: Harness) -> list[int]:
+    unprocessed = harness.store.pending_enqueue(timedelta(0), 100, stale_after=timedelta(0))
+    return sorted(event.id for event in unprocessed)
+
+
 # -- HubSpot ------------------------------------------------------------------------------------------
 
 
@@ -60,7 +75,9 @@ def test_hubspot_v3_signed_batch_is_stored_and_queued(harness: Harness) -> None:
     assert answer["accepted"] >= 1
     assert answer["queued"] == answer["accepted"]
     assert inbox_count(harness) == answer["accepted"]
-    assert harness.broker.queues["inbox"].qsize() == answer["accepted"]
+    # And the delivery is one message carrying all its inbox ids (one transaction for the worker)
+    assert queued_messages(harness) == [("process_inbox_delivery", [pending_ids(harness)])]
+    assert answer["accepted"] > 1 and len(pending_ids(harness)) == answer["accepted"]
     assert harness.store.pending_enqueue(timedelta(0), 100) == []
     labels = {"source": "hubspot", "outcome": "accepted"}
     assert harness.metrics.value("sync_worker_webhook_requests_total", labels) == 1.0
@@ -195,7 +212,7 @@ def test_hubspot_redelivery_is_recognised_as_duplicate(harness: Harness) -> None
     assert second.json()["accepted"] == 0
     assert second.json()["duplicates"] == first.json()["accepted"]
     assert inbox_count(harness) == first.json()["accepted"]
-    assert harness.broker.queues["inbox"].qsize() == first.json()["accepted"]
+    assert len(queued_messages(harness)) == 1  # the redelivery sent nothing more
 
 
 # -- Pipedrive ----------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ from sync_worker.activity import (
 )
 from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink, count_dead_letter
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
-from sync_worker.errors import ConfigError, PermanentError
+from sync_worker.errors import ConfigError, PermanentError, StoreUnavailableError, TransientError
 from sync_worker.intake import DeliveryEnqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.store.models import DeadLetter, OutboxItem
@@ -304,7 +304,8 @@ def process_inbox_event(inbox_id: int) -> None:
 def process_inbox_delivery(inbox_ids: list[int]) -> None:
     """Apply the accepted events of one webhook delivery together (idempotent, like one event).
 
-    Should the delivery fail, its events go on alone: one ``process_inbox_event`` each, so a
+    A transient failure (a provider's 5xx or 429, the store down) retries the whole delivery.
+    Should it fail otherwise, its events go on alone: one ``process_inbox_event`` each, so a
     single bad event is retried and dead-lettered by itself and the others still land.
     """
     context = current_context()
@@ -315,6 +316,8 @@ def process_inbox_delivery(inbox_ids: list[int]) -> None:
         return
     try:
         context.service.handle_inbox_events(ids)
+    except (TransientError, StoreUnavailableError):
+        raise  # the whole delivery is retried: nothing of it was committed
     except Exception as exc:
         if len(ids) < 2:
             raise

@@ -33,9 +33,17 @@ and :data:`MAINTENANCE_CHANCE` = every fetch, so the first fetch a live worker m
 after the timeout puts a killed worker's messages back (15-20 s in the reliability suite). A
 chance of one fetch in five was not enough: a busy consumer fetches only when its prefetch buffer
 runs dry, and under load a redelivery once took over a minute. Maintenance with no dead worker is
-two range reads on small sorted sets. The cost of the short timeout: a worker stalled for more than
-15 s without touching Redis is taken for dead and its messages run twice, which the actors tolerate
-(every handler is idempotent). Dramatiq's dead-message queue keeps failed messages for
+two range reads on small sorted sets.
+
+A busy consumer still fetches only when its prefetch buffer runs dry: with every worker thread of
+the live workers on long messages, no fetch runs for a while and the dead worker's messages wait
+(once over a minute in CI). :class:`RedeliveryWatch` closes that gap: in each Redis worker process
+a thread runs a zero-message fetch on every declared queue (and delay queue) every
+:data:`REDELIVERY_WATCH_S` = 5 s. A fetch of none takes no message but runs the maintenance pass,
+so a killed worker's messages are back within ``heartbeat_timeout`` plus 5 s however busy the
+consumers are. The same call refreshes the process's heartbeat, so a live worker whose threads are
+all on long messages is never taken for dead (its messages are not run twice); only a process
+that stops (killed, frozen) times out. Dramatiq's dead-message queue keeps failed messages for
 :data:`DEAD_MESSAGE_TTL_MS` (3 days) since the store holds the real copy.
 
 On RabbitMQ a killed worker's unacknowledged messages go back to their queue as soon as its
@@ -59,6 +67,7 @@ https://pika.readthedocs.io/en/stable/modules/parameters.html#urlparameters
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -92,9 +101,11 @@ __all__ = [
     "HEARTBEAT_TIMEOUT_MS",
     "MAINTENANCE_CHANCE",
     "NOT_RETRYABLE",
+    "REDELIVERY_WATCH_S",
     "UNBOUND_BROKER",
     "DeadLetterMiddleware",
     "DeadLetterSink",
+    "RedeliveryWatch",
     "TransientRetries",
     "broker_middleware",
     "broker_url",
@@ -113,6 +124,7 @@ BROKER_NAMESPACE: Final = "sync-worker"
 HEARTBEAT_TIMEOUT_MS: Final = 15_000
 MAINTENANCE_CHANCE: Final = 1_000_000  # out of Dramatiq's MAINTENANCE_SCALE of a million
 DEAD_MESSAGE_TTL_MS: Final = 3 * 24 * 3600 * 1000
+REDELIVERY_WATCH_S: Final = HEARTBEAT_TIMEOUT_MS / 3000
 
 NOT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (PermanentError, ConfigError, MappingError)
 """Errors retrying cannot fix; the actors declare them as ``throws`` so they go straight to dead letters."""
@@ -248,6 +260,52 @@ class DeadLetterMiddleware(dramatiq.Middleware):
         )
 
 
+class RedeliveryWatch(dramatiq.Middleware):
+    """Run the Redis broker's maintenance pass on every queue every ``interval`` seconds in a worker.
+
+    See the module docstring: a zero-message ``fetch`` takes nothing and runs the pass that puts
+    dead workers' unacknowledged messages back, and refreshes this process's heartbeat. The
+    thread starts after the worker boots and stops before it shuts down; a Redis error is logged
+    once per outage and the next tick tries again. Brokers other than Redis are left alone.
+    """
+
+    def __init__(self, interval: float = REDELIVERY_WATCH_S) -> None:
+        if interval <= 0:
+            raise ConfigError(f"redelivery watch interval must be > 0 seconds, got {interval}")
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: Broker, worker: Any) -> None:
+        if not isinstance(broker, RedisBroker):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(broker,), name="redelivery-watch", daemon=True
+        )
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval + 5)
+            self._thread = None
+
+    def _run(self, broker: RedisBroker) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            queues = sorted(broker.get_declared_queues() | broker.get_declared_delay_queues())
+            try:
+                for queue in queues:
+                    broker.do_fetch(queue, 0)  # Dramatiq dispatches do_<command> dynamically
+            except redis.RedisError as exc:
+                if not failing:
+                    _log.warning("redelivery watch: Redis did not answer (%s); retrying", type(exc).__name__)
+                failing = True
+                continue
+            failing = False
+
+
 def count_dead_letter(queue: str, args: Iterable[object]) -> None:
     """Count one dead letter in :data:`~sync_worker.metrics.DEAD_LETTERS`; a poll's or push's first
     argument names its system."""
@@ -315,11 +373,14 @@ def build_broker(
     heartbeat_timeout_ms: int = HEARTBEAT_TIMEOUT_MS,
     maintenance_chance: int = MAINTENANCE_CHANCE,
     namespace: str = BROKER_NAMESPACE,
+    redelivery_watch_s: float | None = REDELIVERY_WATCH_S,
 ) -> Broker:
     """The broker :func:`broker_url` names; connects lazily (no I/O here).
 
     ``heartbeat_timeout_ms`` and ``maintenance_chance`` set how fast a killed worker's messages
-    are redelivered by the Redis broker (see the module docstring). ``namespace`` prefixes every
+    are redelivered by the Redis broker, ``redelivery_watch_s`` how often each worker process runs
+    its maintenance pass regardless of its consumers (None: only on fetches; see the module
+    docstring). ``namespace`` prefixes every
     Redis key, so a demo or a test never shares queues with a running service; on RabbitMQ the
     URL's virtual host is what keeps two deployments apart.
     """
@@ -338,6 +399,8 @@ def build_broker(
         )
     except ValueError as exc:
         raise ConfigError(f"{variable}: not a usable Redis URL ({type(exc).__name__})") from exc
+    if redelivery_watch_s is not None:
+        chosen.append(RedeliveryWatch(redelivery_watch_s))
     # RedisBroker's __init__ is unannotated upstream.
     return RedisBroker(  # type: ignore[no-untyped-call]
         connection_pool=pool,

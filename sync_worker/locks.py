@@ -12,9 +12,12 @@ guarantee for data writes (those are made idempotent elsewhere).
 
 from __future__ import annotations
 
+import logging
 import secrets
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import redis
@@ -24,6 +27,8 @@ from sync_worker.errors import ConfigError, TransientError
 __all__ = ["LOCK_PREFIX", "RedisLock"]
 
 LOCK_PREFIX = "sync-worker:lock"
+
+_log = logging.getLogger(__name__)
 
 # KEYS: lock. ARGV: token, ttl ms. 1 when the lease was extended, 0 when it is not ours.
 _RENEW_LUA = """
@@ -119,6 +124,34 @@ class RedisLock:
         if int(extended) != 1:
             self._held = False
             raise TransientError(f"lock {self.name!r}: lease lost")
+
+    @contextmanager
+    def renewing(self, every: float | None = None) -> Iterator[threading.Event]:
+        """While inside, a daemon thread renews the held lease every ``every`` seconds (``ttl / 3``).
+
+        So the lease can be short (a killed holder frees it within ``ttl``) while the work inside
+        takes as long as it takes. Yields an event set when a renewal failed (the lease expired and
+        may be someone else's, or Redis did not answer): work that can stop early should check it.
+        """
+        interval = every if every is not None else self._ttl_ms / 3000
+        stop, lost = threading.Event(), threading.Event()
+
+        def renew_until_stopped() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.renew()
+                except TransientError as exc:
+                    lost.set()
+                    _log.warning("%s; the work under it goes on unguarded", exc)
+                    return
+
+        thread = threading.Thread(target=renew_until_stopped, name=f"renew-{self.name}", daemon=True)
+        thread.start()
+        try:
+            yield lost
+        finally:
+            stop.set()
+            thread.join()
 
     def release(self) -> bool:
         """Delete the lock if it is still ours; True when deleted. Someone else's lock is untouched."""

@@ -46,6 +46,7 @@ from sync_worker.store import SyncStore
 
 __all__ = [
     "PUSH_GUARD_PREFIX",
+    "PUSH_LEASE_SECONDS",
     "Runtime",
     "RuntimeMiddleware",
     "boot_worker",
@@ -121,11 +122,15 @@ def build_connectors(
     return built
 
 
-def redis_push_lock(client: redis.Redis, *, ttl: float = 60.0) -> PushLock:
+PUSH_LEASE_SECONDS = 15.0
+
+
+def redis_push_lock(client: redis.Redis, *, ttl: float = PUSH_LEASE_SECONDS) -> PushLock:
     """One push per target across every worker: a lease lock ``push:<target>`` in Redis.
 
-    The lease outlives a killed holder by at most ``ttl`` seconds; pushes meanwhile find it held
-    and are re-sent a few seconds later (one push of at most 200 items takes well under the lease).
+    The holder renews the lease every ``ttl / 3`` while it pushes (:meth:`RedisLock.renewing`), so
+    a slow push keeps it and a killed holder frees it within ``ttl`` seconds; pushes meanwhile find
+    it held and are re-sent a few seconds later.
     """
 
     @contextmanager
@@ -135,7 +140,8 @@ def redis_push_lock(client: redis.Redis, *, ttl: float = 60.0) -> PushLock:
             yield False
             return
         try:
-            yield True
+            with lock.renewing():
+                yield True
         finally:
             lock.release()
 

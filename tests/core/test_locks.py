@@ -137,3 +137,16 @@ def test_redis_unreachable_is_transient() -> None:
             RedisLock(client, "scheduler").acquire()
     finally:
         client.close()
+
+
+def test_renewing_keeps_the_lease_and_says_when_it_was_lost(rds: redis.Redis, name: str) -> None:
+    lock = RedisLock(rds, name, ttl=0.3)
+    assert lock.acquire()
+    with lock.renewing() as lost:
+        time.sleep(0.9)  # three leases: renewals every 0.1 s kept it
+        assert rds.get(f"{LOCK_PREFIX}:{name}") is not None and not lost.is_set()
+        # When the lease is taken away (it expired and another process took the name)
+        rds.set(f"{LOCK_PREFIX}:{name}", b"someone-else")
+        # Then the next renewal fails, says so, and leaves the other holder's lock alone
+        assert lost.wait(1.0)
+    assert rds.get(f"{LOCK_PREFIX}:{name}") == b"someone-else"

@@ -12,6 +12,7 @@ from dramatiq.brokers.stub import StubBroker
 
 from sync_worker.actors import PUSH_BUSY_RETRY_MS, LocalPushLock, PushLock, configure_actors, push_target
 from sync_worker.engine.model import PullStats, PushStats
+from sync_worker.locks import RedisLock
 from sync_worker.runtime import redis_push_lock
 from sync_worker.store import SyncStore
 from tests.conftest import service_unavailable
@@ -78,6 +79,31 @@ def test_redis_lock_is_shared_by_every_worker(shared_redis: redis.Redis) -> None
     with second("hubspot") as mine:
         assert mine and shared_redis.exists("sync-worker:lock:push:hubspot")
     assert not shared_redis.exists("sync-worker:lock:push:hubspot")
+
+
+def test_a_push_longer_than_the_lease_keeps_it_and_a_killed_holder_frees_it_within_the_lease(
+    shared_redis: redis.Redis,
+) -> None:
+    # Given a push lock with a 0.3 s lease
+    lock_for = redis_push_lock(redis.Redis.from_url(REDIS_URL), ttl=0.3)
+    other = redis_push_lock(redis.Redis.from_url(REDIS_URL), ttl=0.3)
+    # When a push holds it for four leases
+    with lock_for("hubspot") as mine:
+        assert mine
+        time.sleep(1.2)
+        # Then the holder's renewals kept it: nobody else got it meanwhile
+        with other("hubspot") as busy:
+            assert not busy
+    assert not shared_redis.exists("sync-worker:lock:push:hubspot")
+    # And a holder that dies without releasing (a SIGKILLed worker: the lease stays, nobody renews it)
+    dead = RedisLock(redis.Redis.from_url(REDIS_URL), "push:hubspot", ttl=0.3)
+    assert dead.acquire()
+    with other("hubspot") as busy:
+        assert not busy
+    time.sleep(0.4)
+    # frees the target within one lease
+    with other("hubspot") as mine:
+        assert mine
 
 
 def test_a_busy_target_is_pushed_again_shortly_instead_of_blocking_a_worker(

@@ -90,6 +90,7 @@ __all__ = [
     "push_target",
     "record_dead_items",
     "replay_dead_letter",
+    "routed_targets",
     "scan_leaks_job",
     "schedule_pushes",
     "sweep_inbox_job",
@@ -120,7 +121,7 @@ PUSH_BUSY_RETRY_MS: Final = 5_000
 class ActorService(Protocol):
     """The part of :class:`~sync_worker.engine.SyncService` the actors call."""
 
-    def handle_inbox_event(self, inbox_id: int) -> None: ...
+    def handle_inbox_event(self, inbox_id: int) -> object: ...
 
     def handle_inbox_events(self, inbox_ids: Sequence[int]) -> object: ...
 
@@ -275,8 +276,26 @@ def configured_store() -> ActorStore | None:
     return None if context is None else context.store
 
 
+def routed_targets(outcome: object) -> tuple[str, ...] | None:
+    """The targets a handled delivery or poll queued writes for (its results' or stats'
+    ``targets``); None when the outcome does not say, or is a redelivery (then every target is
+    scheduled)."""
+    if getattr(outcome, "redone", 0):
+        return None  # a redelivery: its first run may have died before scheduling anything
+    items = outcome if isinstance(outcome, (list, tuple)) else [outcome]
+    found: set[str] = set()
+    for item in items:
+        targets = getattr(item, "targets", None)
+        enqueued = int(getattr(item, "enqueued", 0) or 0)
+        if not isinstance(targets, (set, frozenset)) or (enqueued > 0 and not targets):
+            return None  # it queued writes without saying for whom
+        found |= targets
+    return tuple(sorted(found))
+
+
 def schedule_pushes(context: ActorContext, targets: tuple[str, ...] | None = None) -> list[str]:
-    """Send a delayed ``push_target`` for each target nobody scheduled within the window; which were sent."""
+    """Send a delayed ``push_target`` for each target (default: every push target) nobody
+    scheduled within the window; which were sent. A change marks only the targets it queued for."""
     window_ms = max(1, int(context.push_window.total_seconds() * 1000))
     sent: list[str] = []
     for target in context.push_targets if targets is None else targets:
@@ -296,8 +315,8 @@ def process_inbox_event(inbox_id: int) -> None:
     if context.service is None:
         handle_inbox_event(context.store, inbox_id, normalisers=context.normalisers)
         return
-    context.service.handle_inbox_event(inbox_id)
-    schedule_pushes(context)
+    outcome = context.service.handle_inbox_event(inbox_id)
+    schedule_pushes(context, routed_targets(outcome))
 
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=INBOX_QUEUE, throws=NOT_RETRYABLE)
@@ -315,7 +334,7 @@ def process_inbox_delivery(inbox_ids: list[int]) -> None:
             handle_inbox_event(context.store, inbox_id, normalisers=context.normalisers)
         return
     try:
-        context.service.handle_inbox_events(ids)
+        outcome = context.service.handle_inbox_events(ids)
     except (TransientError, StoreUnavailableError):
         raise  # the whole delivery is retried: nothing of it was committed
     except Exception as exc:
@@ -329,7 +348,7 @@ def process_inbox_delivery(inbox_ids: list[int]) -> None:
         for inbox_id in ids:
             process_inbox_event.send(inbox_id)
         return
-    schedule_pushes(context)
+    schedule_pushes(context, routed_targets(outcome))
 
 
 @dramatiq.actor(
@@ -360,7 +379,7 @@ def poll_source(source: str, stream: str, full: bool = False) -> None:
         extra={"source": source, "stream": stream, "records": stats.records, "enqueued": stats.enqueued},
     )
     if stats.enqueued:
-        schedule_pushes(context)
+        schedule_pushes(context, routed_targets(stats))
     if full and context.leak_scan is not None:
         scan_leaks_job.send()  # a completed full pull is when vanished deals can be judged
 

@@ -24,6 +24,7 @@ __all__ = [
     "ChangeEvent",
     "DeadItem",
     "EngineConfig",
+    "InboxOutcome",
     "IngestResult",
     "PullStats",
     "PushStats",
@@ -107,6 +108,16 @@ class IngestResult:
     echo: bool = False
     stale: bool = False
     enqueued: int = 0
+    targets: frozenset[str] = frozenset()
+    """The targets ``enqueued`` items were queued for."""
+
+
+class InboxOutcome(list[IngestResult]):
+    """The records a batch of inbox events became (a list), and how many of the events asked for
+    had been processed already (``redone``: a redelivered message, whose pushes may never have
+    been scheduled if its first run was killed right after committing)."""
+
+    redone: int = 0
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,8 @@ class PullStats:
     stale: int = 0
     enqueued: int = 0
     cursor: str | None = None
+    targets: frozenset[str] = frozenset()
+    """The targets ``enqueued`` items were queued for."""
 
 
 @dataclass(frozen=True)

@@ -267,29 +267,18 @@ def _flag_writes(
     return writes
 
 
-def push_target(
+def _plan_writes(
     store: SyncStore,
-    connector: Connector,
-    target: str,
     model: StageModel,
+    target: str,
+    plans: Sequence[Plan],
+    flags: dict[tuple[str, str], _Write],
+    ready: list[_Write],
     *,
     config: EngineConfig,
-    clock: Callable[[], datetime],
-    limit: int = 500,
-) -> PushStats:
-    """Drain the due outbox items of ``target`` once; see the module docstring."""
-    now = clock()
-    due = store.due_outbox(now, limit, target=target)
-    groups = by_kind(due)
-    rejected: list[tuple[OutboxItem, str]] = [
-        (item, f"outbox item of unknown kind {kind!r} for {target}")
-        for kind, items in groups.items()
-        if kind not in (MIRROR, FLAG)
-        for item in items
-    ]
-    flags = _flag_writes(groups.get(FLAG, ()), rejected)
-    plans = merge_items(groups.get(MIRROR, ()))
-    ready: list[_Write] = []
+    now: datetime,
+) -> tuple[int, int]:
+    """Turn the mirror plans into writes (``ready``, flags riding along); (retried, skipped) items."""
     retried = skipped = 0
     for plan in plans:
         if not _claim_create(store, plan):
@@ -314,44 +303,81 @@ def push_target(
             items += flag.items
         ready.append(_Write(items, update, plan, values))
     ready += flags.values()
+    return retried, skipped
+
+
+def _reject(store: SyncStore, rejected: Sequence[tuple[OutboxItem, str]], now: datetime) -> list[DeadItem]:
     dead: list[DeadItem] = []
     for item, reason in rejected:
         store.mark_outbox_failed(item.id, reason, now, dead=True)
         dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+    return dead
+
+
+def push_target(
+    store: SyncStore,
+    connector: Connector,
+    target: str,
+    model: StageModel,
+    *,
+    config: EngineConfig,
+    clock: Callable[[], datetime],
+    limit: int = 500,
+) -> PushStats:
+    """Drain the due outbox items of ``target`` once; see the module docstring."""
+    now = clock()
+    due = store.due_outbox(now, limit, target=target)
+    groups = by_kind(due)
+    rejected: list[tuple[OutboxItem, str]] = [
+        (item, f"outbox item of unknown kind {kind!r} for {target}")
+        for kind, items in groups.items()
+        if kind not in (MIRROR, FLAG)
+        for item in items
+    ]
+    flags = _flag_writes(groups.get(FLAG, ()), rejected)
+    plans = merge_items(groups.get(MIRROR, ()))
+    ready: list[_Write] = []
+    with store.unit():  # claims, waits and skips: one commit, made before the HTTP call
+        retried, skipped = _plan_writes(store, model, target, plans, flags, ready, config=config, now=now)
+        dead = _reject(store, rejected, now)
     if not ready:
         return PushStats(target, items=len(due), retried=retried, skipped=skipped, dead=tuple(dead))
     try:
         results = connector.apply_updates([write.update for write in ready])
     except SyncWorkerError:
-        for write in ready:
-            if write.plan is not None and write.plan.claimed and write.plan.create_key is not None:
-                store.release_key(write.plan.create_key)
+        with store.unit():
+            for write in ready:
+                if write.plan is not None and write.plan.claimed and write.plan.create_key is not None:
+                    store.release_key(write.plan.create_key)
         raise
     writes = created = 0
-    for write, result in zip(ready, results, strict=True):
-        written = write.plan
-        if result.ok:
-            writes += 1
-            if written is not None:
-                if written.claimed and written.create_key is not None:
-                    created += 1
-                    store.record_result(written.create_key, {"external_id": result.external_id})
-                _store_written(store, model, target, written, write.values, result, now)
+    # What the target answered, recorded in ONE transaction: the values written (echo markers),
+    # the target's record, the create results and every settled outbox item commit together.
+    with store.unit():
+        for write, result in zip(ready, results, strict=True):
+            written = write.plan
+            if result.ok:
+                writes += 1
+                if written is not None:
+                    if written.claimed and written.create_key is not None:
+                        created += 1
+                        store.record_result(written.create_key, {"external_id": result.external_id})
+                    _store_written(store, model, target, written, write.values, result, now)
+                for item in write.items:
+                    store.mark_outbox_sent(item.id)
+                continue
+            if written is not None and written.claimed and written.create_key is not None:
+                store.release_key(written.create_key)
+            reason = (result.error or "rejected by the target")[:500]
+            attempts = max(item.attempts for item in write.items) + 1
+            if result.retryable and attempts < config.max_attempts:
+                for item in write.items:
+                    store.mark_outbox_failed(item.id, reason, now + config.retry_delay(attempts))
+                retried += len(write.items)
+                continue
             for item in write.items:
-                store.mark_outbox_sent(item.id)
-            continue
-        if written is not None and written.claimed and written.create_key is not None:
-            store.release_key(written.create_key)
-        reason = (result.error or "rejected by the target")[:500]
-        attempts = max(item.attempts for item in write.items) + 1
-        if result.retryable and attempts < config.max_attempts:
-            for item in write.items:
-                store.mark_outbox_failed(item.id, reason, now + config.retry_delay(attempts))
-            retried += len(write.items)
-            continue
-        for item in write.items:
-            store.mark_outbox_failed(item.id, reason, now, dead=True)
-            dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+                store.mark_outbox_failed(item.id, reason, now, dead=True)
+                dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
     return PushStats(
         target,
         items=len(due),

@@ -252,12 +252,14 @@ def route_observation(
     *,
     config: EngineConfig,
     clock: Callable[[], datetime],
-) -> int:
-    """Queue the writes the routes call for; how many outbox items were newly queued."""
+) -> tuple[int, frozenset[str]]:
+    """Queue the writes the routes call for: how many outbox items were newly queued, and for
+    which targets (the ones a push must now be scheduled for)."""
     if not obs.events:
-        return 0
+        return 0, frozenset()
     record = obs.record
     queued = 0
+    targets: set[str] = set()
     routes = routes_for(mappings, record.source, obs.events)
     held = held_routes(store, routes, obs) if routes else frozenset()
     for route in routes:
@@ -280,4 +282,5 @@ def route_observation(
         not_before = clock() + config.coalesce_window
         if store.enqueue_outbox(route.target, key, payload, not_before=not_before, kind=MIRROR) is not None:
             queued += 1
-    return queued
+            targets.add(route.target)
+    return queued, frozenset(targets)

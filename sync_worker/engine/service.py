@@ -21,7 +21,7 @@ from sync_worker.canonical import CanonicalRecord
 from sync_worker.connector import Connector
 from sync_worker.engine.fullpull import record_full_pull
 from sync_worker.engine.ingest import observe
-from sync_worker.engine.model import EngineConfig, IngestResult, PullStats, PushStats
+from sync_worker.engine.model import EngineConfig, InboxOutcome, IngestResult, PullStats, PushStats
 from sync_worker.engine.normalise import normalise_events
 from sync_worker.engine.push import push_target
 from sync_worker.engine.router import route_observation
@@ -110,7 +110,7 @@ class SyncService:
                 echo_window=self._config.echo_window,
                 clock=self._clock,
             )
-            queued = route_observation(
+            queued, targets = route_observation(
                 self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
             )
         return IngestResult(
@@ -121,6 +121,7 @@ class SyncService:
             echo=obs.echo,
             stale=not obs.change.applied,
             enqueued=queued,
+            targets=targets,
         )
 
     def route_record_change(self, record: CanonicalRecord) -> IngestResult:
@@ -129,14 +130,14 @@ class SyncService:
 
     # -- inbox ---------------------------------------------------------------------------------
 
-    def handle_inbox_event(self, inbox_id: int) -> None:
+    def handle_inbox_event(self, inbox_id: int) -> InboxOutcome:
         """Normalise, store and route one accepted webhook event, then mark it processed.
 
         An unknown or already processed id does nothing (a redelivered message never writes twice).
         """
-        self.handle_inbox_events([inbox_id])
+        return self.handle_inbox_events([inbox_id])
 
-    def handle_inbox_events(self, inbox_ids: Sequence[int]) -> list[IngestResult]:
+    def handle_inbox_events(self, inbox_ids: Sequence[int]) -> InboxOutcome:
         """Like :meth:`handle_inbox_event` for several ids (one webhook delivery).
 
         The connector reads what the events need in one go (a batch read, outside any
@@ -144,12 +145,12 @@ class SyncService:
         processed in one unit of work, so a redelivered delivery finds all of it done or none.
         """
         pending: dict[str, list[InboxEvent]] = {}
-        for inbox_id in dict.fromkeys(inbox_ids):
-            event = self._store.get_inbox_event(inbox_id)
-            if event is None or event.processed_at is not None:
-                continue
-            pending.setdefault(event.source, []).append(event)
-        results: list[IngestResult] = []
+        results = InboxOutcome()
+        for event in self._store.get_inbox_events(inbox_ids):  # one read for the delivery
+            if event.processed_at is None:
+                pending.setdefault(event.source, []).append(event)
+            else:
+                results.redone += 1
         for source, events in pending.items():
             connector = self.connector(source)
             normalised = normalise_events(
@@ -204,6 +205,7 @@ class SyncService:
         cursor = None if full else (self._store.get_cursor(source, stream) or None)
         from_start = cursor is None
         pages = records = changed = echoes = stale = enqueued = 0
+        targets: set[str] = set()
         for page in connector.pull_changes(stream, cursor):
             pages += 1
             with self._store.unit():  # the page's records, links, outbox rows and cursor: all or none
@@ -214,6 +216,7 @@ class SyncService:
                     echoes += 1 if result.echo else 0
                     stale += 1 if result.stale else 0
                     enqueued += result.enqueued
+                    targets |= result.targets
                 if page.cursor is not None:
                     self._store.set_cursor(source, stream, page.cursor)
                 elif page.done and cursor is not None:
@@ -236,6 +239,7 @@ class SyncService:
             stale=stale,
             enqueued=enqueued,
             cursor=cursor,
+            targets=frozenset(targets),
         )
 
     # -- push ----------------------------------------------------------------------------------

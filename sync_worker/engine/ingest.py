@@ -64,6 +64,7 @@ class IngestStore(Protocol):
         origin: str,
         written_by_worker: bool,
         seen_at: datetime | None = None,
+        exists: bool = False,
     ) -> RecordChange: ...
 
     def was_written(
@@ -178,7 +179,9 @@ def observe(
             record = replace(record, **kept)
     changed = changed_fields(before, record)
     echo = is_echo(store, record, changed, own_change_sources=own_change_sources, within=echo_window, now=now)
-    change = store.upsert_record(record, origin=record.source, written_by_worker=echo, seen_at=now)
+    change = store.upsert_record(
+        record, origin=record.source, written_by_worker=echo, seen_at=now, exists=before is not None
+    )
     events: frozenset[str] = frozenset()
     if change.applied and not echo:
         events = events_for(change, before, record, changed)

@@ -175,10 +175,11 @@ def _store_written(
     if external_id is None:
         return
     kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
-    for name, value in values.items():
-        store.remember_write(
-            target, external_id, name, value.value if isinstance(value, StageKey) else value, at=now
-        )
+    store.remember_writes(
+        target,
+        [(external_id, k, v.value if isinstance(v, StageKey) else v) for k, v in values.items()],
+        at=now,
+    )
     changes: dict[str, Any] = {k: v for k, v in values.items() if k != "status"}
     status = _status_after(model, values)
     if status is not None:
@@ -202,7 +203,9 @@ def _store_written(
             created_at=result.updated_at or now,
             **{k: v for k, v in changes.items() if k != "title"},
         )
-    change = store.upsert_record(record, origin=origin, written_by_worker=True, seen_at=now)
+    change = store.upsert_record(
+        record, origin=origin, written_by_worker=True, seen_at=now, exists=stored is not None
+    )
     if plan.origin_record_id is not None and (stored is None or plan.create_key is not None):
         store.link_records([int(plan.origin_record_id), change.record.id])
 
@@ -353,6 +356,7 @@ def push_target(
     writes = created = 0
     # What the target answered, recorded in ONE transaction: the values written (echo markers),
     # the target's record, the create results and every settled outbox item commit together.
+    sent: list[int] = []
     with store.unit():
         for write, result in zip(ready, results, strict=True):
             written = write.plan
@@ -363,8 +367,7 @@ def push_target(
                         created += 1
                         store.record_result(written.create_key, {"external_id": result.external_id})
                     _store_written(store, model, target, written, write.values, result, now)
-                for item in write.items:
-                    store.mark_outbox_sent(item.id)
+                sent.extend(item.id for item in write.items)
                 continue
             if written is not None and written.claimed and written.create_key is not None:
                 store.release_key(written.create_key)
@@ -378,6 +381,8 @@ def push_target(
             for item in write.items:
                 store.mark_outbox_failed(item.id, reason, now, dead=True)
                 dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+        if sent:
+            store.mark_outbox_sent(*sent)
     return PushStats(
         target,
         items=len(due),

@@ -10,6 +10,7 @@ without routes routes nothing: which systems flow into which is the admin's to s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,9 +88,23 @@ def as_route(route: Any) -> EngineRoute:
     """An :class:`EngineRoute` from a routes-model route (read by attribute, tolerant of naming).
 
     Raises ``ValueError`` for a value the engine cannot follow (unknown match or stage mode).
+    A hashable route (the routes model's are frozen dataclasses) is converted once: every routed
+    change asks.
     """
     if isinstance(route, EngineRoute):
         return route
+    try:
+        return _convert_once(route)
+    except TypeError:  # unhashable: convert every time
+        return _convert(route)
+
+
+@functools.lru_cache(maxsize=1024)
+def _convert_once(route: Any) -> EngineRoute:
+    return _convert(route)
+
+
+def _convert(route: Any) -> EngineRoute:
     source = _text(_first(route, "source", "from_", "from_system"))
     target = _text(_first(route, "target", "to", "to_system"))
     raw_events = _strings(_first(route, "events", "when", "event", default=(EVENT_ANY_CHANGE,)))

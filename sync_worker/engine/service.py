@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from sync_worker.canonical import CanonicalRecord
-from sync_worker.connector import Connector
+from sync_worker.connector import Connector, EchoCheck
 from sync_worker.engine.fullpull import record_full_pull
 from sync_worker.engine.ingest import observe
 from sync_worker.engine.model import EngineConfig, InboxOutcome, IngestResult, PullStats, PushStats
@@ -29,6 +29,7 @@ from sync_worker.errors import ConfigError
 from sync_worker.mappings import Mappings
 from sync_worker.metrics import note_skipped
 from sync_worker.store import InboxEvent, SyncStore
+from sync_worker.store.flags import value_hash
 
 __all__ = ["MappingsSource", "SyncService"]
 
@@ -159,7 +160,7 @@ class SyncService:
                 self.mappings(),
                 self._store.get_record,
                 own_change_sources=self._config.own_change_sources,
-                was_written=self._was_written,
+                was_written=self._echo_check(source, events),
             )
             with self._store.unit():
                 for record, ids in normalised.records:
@@ -173,6 +174,23 @@ class SyncService:
             for reason in normalised.skipped.values():
                 note_skipped(source, reason)
         return results
+
+    def _echo_check(self, source: str, events: Sequence[InboxEvent]) -> EchoCheck:
+        """The write-memory check for a delivery: for several events, the memory of their records
+        is read once (:meth:`~sync_worker.store.SyncStore.recent_writes`) and each check answered
+        from it; a check about another system or record asks the store."""
+        if len(events) < 2:
+            return self._was_written
+        now = self._clock()
+        ids = {e.object_id for e in events}
+        written = self._store.recent_writes(source, ids, self._config.echo_window, now=now)
+
+        def check(system: str, external_id: str, field: str, value: object) -> bool:
+            if system != source or external_id not in ids:
+                return self._was_written(system, external_id, field, value)
+            return (external_id, field, value_hash(value)) in written
+
+        return check
 
     def _was_written(self, system: str, external_id: str, field: str, value: object) -> bool:
         within = self._config.echo_window

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -31,7 +31,9 @@ from sync_worker.errors import StoreUnavailableError
 from sync_worker.store.engine import READ_ONLY, create_engine_for, describe_failure, redacted_url
 from sync_worker.store.types import as_utc
 
-__all__ = ["StoreBase", "dialect_insert", "dump_json", "load_json", "utc_now"]
+__all__ = ["StoreBase", "built_once", "dialect_insert", "dump_json", "load_json", "utc_now"]
+
+_S = TypeVar("_S")
 
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError)
 
@@ -64,6 +66,24 @@ def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite
     return sqlite.insert(table)
 
 
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def built_once(conn: Connection, name: str, build: Callable[[Connection], _S]) -> _S:
+    """The statement ``build`` makes for the connection's backend, built on first use and reused.
+
+    For statements of the per-record and per-item paths: executed with a parameter dict, a reused
+    statement skips SQLAlchemy's per-call construction and cache-key generation and goes straight
+    to its cached compiled form
+    (https://docs.sqlalchemy.org/en/20/core/connections.html#sql-compilation-caching).
+    """
+    key = (conn.dialect.name, name)
+    stmt = _BUILT.get(key)
+    if stmt is None:
+        stmt = _BUILT[key] = build(conn)
+    return cast(_S, stmt)
+
+
 class StoreBase:
     """Engine ownership, the clock and transactions; the mixins add the typed methods."""
 
@@ -73,6 +93,8 @@ class StoreBase:
         self._clock = clock
         # The connection of the unit of work open in this thread or task, if any (see unit()).
         self._unit: ContextVar[Connection | None] = ContextVar(f"store-unit-{id(self)}", default=None)
+        # Answers kept for the length of the open unit (see unit_memo()).
+        self._memo: ContextVar[dict[str, Any] | None] = ContextVar(f"store-memo-{id(self)}", default=None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({redacted_url(self._engine.url)!r})"
@@ -102,10 +124,18 @@ class StoreBase:
             return
         with self._write() as conn:
             token = self._unit.set(conn)
+            memo = self._memo.set({})
             try:
                 yield
             finally:
+                self._memo.reset(memo)
                 self._unit.reset(token)
+
+    def _unit_memo(self) -> dict[str, Any] | None:
+        """A dict that lives as long as the open unit (None outside one): for small answers every
+        record of a page or delivery asks again (the paused routes), read once per unit. A write
+        that changes such an answer drops its entry."""
+        return self._memo.get()
 
     @property
     def in_unit(self) -> bool:

@@ -12,14 +12,39 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy.sql.dml import Insert
 
-from sync_worker.store.base import StoreBase, dialect_insert, dump_json, load_json
+from sync_worker.store.base import StoreBase, built_once, dialect_insert, dump_json, load_json
 from sync_worker.store.models import DeadLetter, OutboxItem
 from sync_worker.store.schema import dead_letters, outbox, processed_keys
 from sync_worker.store.types import as_utc
 
 __all__ = ["DeliveryMixin"]
+
+
+# Statements of the per-item paths, built once (see store.base.built_once).
+def _build_claim(conn: Connection) -> Insert:
+    return (
+        dialect_insert(conn, processed_keys)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(processed_keys.c.key)
+    )
+
+
+def _build_enqueue(conn: Connection) -> Insert:
+    return (
+        dialect_insert(conn, outbox)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(outbox.c.id)
+    )
+
+
+_MARK_SENT = (
+    update(outbox)
+    .where(outbox.c.id == bindparam("outbox_id"))
+    .values(status="sent", attempts=outbox.c.attempts + 1, last_error=None)
+)
 
 
 class DeliveryMixin(StoreBase):
@@ -32,10 +57,7 @@ class DeliveryMixin(StoreBase):
         now = self._now()
         with self._write() as conn:
             claimed = conn.execute(
-                dialect_insert(conn, processed_keys)
-                .values(key=key, processed_at=now)
-                .on_conflict_do_nothing(index_elements=["key"])
-                .returning(processed_keys.c.key)
+                built_once(conn, "claim_key", _build_claim), {"key": key, "processed_at": now}
             ).scalar_one_or_none()
             return claimed is not None
 
@@ -79,18 +101,16 @@ class DeliveryMixin(StoreBase):
         now = self._now()
         with self._write() as conn:
             return conn.execute(
-                dialect_insert(conn, outbox)
-                .values(
-                    target=target,
-                    idempotency_key=idempotency_key,
-                    kind=kind,
-                    payload=dump_json(dict(payload)),
-                    status="pending",
-                    next_attempt_at=as_utc(not_before) if not_before is not None else now,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                .returning(outbox.c.id)
+                built_once(conn, "enqueue_outbox", _build_enqueue),
+                {
+                    "target": target,
+                    "idempotency_key": idempotency_key,
+                    "kind": kind,
+                    "payload": dump_json(dict(payload)),
+                    "status": "pending",
+                    "next_attempt_at": as_utc(not_before) if not_before is not None else now,
+                    "created_at": now,
+                },
             ).scalar_one_or_none()
 
     def due_outbox(
@@ -112,14 +132,11 @@ class DeliveryMixin(StoreBase):
             row = conn.execute(select(outbox).where(outbox.c.id == outbox_id)).one_or_none()
             return _outbox_item(row) if row is not None else None
 
-    def mark_outbox_sent(self, outbox_id: int) -> None:
+    def mark_outbox_sent(self, outbox_id: int, *more: int) -> None:
+        """Mark pushed: ``outbox_id`` and any ``more`` ids (one ``executemany`` for all of them)."""
         now = self._now()
         with self._write() as conn:
-            conn.execute(
-                update(outbox)
-                .where(outbox.c.id == outbox_id)
-                .values(status="sent", sent_at=now, attempts=outbox.c.attempts + 1, last_error=None)
-            )
+            conn.execute(_MARK_SENT, [{"outbox_id": i, "sent_at": now} for i in (outbox_id, *more)])
 
     def mark_outbox_failed(
         self, outbox_id: int, error: str, next_attempt_at: datetime, dead: bool = False

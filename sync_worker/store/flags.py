@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, bindparam, delete, insert, select, update
 
 from sync_worker.canonical import StageKey
 from sync_worker.store.base import StoreBase, dialect_insert, dump_json
@@ -143,17 +143,27 @@ class FlagsMixin(StoreBase):
         self, target: str, external_id: str, field: str, value: object, *, at: datetime | None = None
     ) -> None:
         """Remember that we wrote ``value`` to ``field`` of ``external_id`` in ``target``."""
+        self.remember_writes(target, [(external_id, field, value)], at=at)
+
+    def remember_writes(
+        self, target: str, writes: Iterable[tuple[str, str, object]], *, at: datetime | None = None
+    ) -> None:
+        """:meth:`remember_write` for each ``(external_id, field, value)``, in one ``executemany``."""
         when = as_utc(at) if at is not None else self._now()
+        rows = [
+            {
+                "target": target,
+                "external_id": external_id,
+                "field": field,
+                "value_hash": value_hash(value),
+                "written_at": when,
+            }
+            for external_id, field, value in writes
+        ]
+        if not rows:
+            return
         with self._write() as conn:
-            conn.execute(
-                insert(write_memory).values(
-                    target=target,
-                    external_id=external_id,
-                    field=field,
-                    value_hash=value_hash(value),
-                    written_at=when,
-                )
-            )
+            conn.execute(_REMEMBER_WRITE, rows)
 
     def was_written(
         self,
@@ -167,25 +177,65 @@ class FlagsMixin(StoreBase):
     ) -> bool:
         """True when we wrote this very value to this field within ``within`` before ``now``."""
         cutoff = (as_utc(now) if now is not None else self._now()) - within
+        params = {
+            "target": target,
+            "external_id": external_id,
+            "field": field,
+            "cutoff": cutoff,
+            "value_hash": value_hash(value),
+        }
         with self._read() as conn:
-            found = conn.execute(
-                select(write_memory.c.id)
-                .where(
-                    write_memory.c.target == target,
-                    write_memory.c.external_id == external_id,
-                    write_memory.c.field == field,
-                    write_memory.c.written_at >= cutoff,
-                    write_memory.c.value_hash == value_hash(value),
+            return conn.execute(_WAS_WRITTEN, params).first() is not None
+
+    def recent_writes(
+        self,
+        target: str,
+        external_ids: Iterable[str],
+        within: timedelta,
+        *,
+        now: datetime | None = None,
+    ) -> frozenset[tuple[str, str, str]]:
+        """Every ``(external_id, field, value hash)`` written to ``target`` for these records within
+        ``within`` before ``now``, in one read (chunks of 500 ids): what :meth:`was_written` would
+        answer for each, for a whole webhook delivery at once (compare with :func:`value_hash`)."""
+        cutoff = (as_utc(now) if now is not None else self._now()) - within
+        wanted = sorted(set(external_ids))
+        found: set[tuple[str, str, str]] = set()
+        with self._read() as conn:
+            for start in range(0, len(wanted), 500):
+                rows = conn.execute(
+                    _RECENT_WRITES,
+                    {"target": target, "ids": wanted[start : start + 500], "cutoff": cutoff},
                 )
-                .limit(1)
-            ).first()
-            return found is not None
+                found.update((row.external_id, row.field, row.value_hash) for row in rows)
+        return frozenset(found)
 
     def prune_write_memory(self, older_than: timedelta) -> int:
         """Forget writes older than ``older_than``; how many rows went."""
         cutoff = self._now() - older_than
         with self._write() as conn:
             return int(conn.execute(delete(write_memory).where(write_memory.c.written_at < cutoff)).rowcount)
+
+
+# Built once (see store.base.built_once): every push remembers, every ingest asks.
+_REMEMBER_WRITE = insert(write_memory)
+_WAS_WRITTEN = (
+    select(write_memory.c.id)
+    .where(
+        write_memory.c.target == bindparam("target"),
+        write_memory.c.external_id == bindparam("external_id"),
+        write_memory.c.field == bindparam("field"),
+        write_memory.c.written_at >= bindparam("cutoff"),
+        write_memory.c.value_hash == bindparam("value_hash"),
+    )
+    .limit(1)
+)
+
+_RECENT_WRITES = select(write_memory.c.external_id, write_memory.c.field, write_memory.c.value_hash).where(
+    write_memory.c.target == bindparam("target"),
+    write_memory.c.external_id.in_(bindparam("ids", expanding=True)),
+    write_memory.c.written_at >= bindparam("cutoff"),
+)
 
 
 def flag_from_row(row: Row[Any]) -> StoredFlag:

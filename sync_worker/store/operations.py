@@ -79,13 +79,20 @@ class OperationsMixin(StoreBase):
                 .values(scope=scope, name=name, paused_at=self._now(), reason=reason)
                 .on_conflict_do_nothing()
             )
+            self._forget_pauses()
             return bool(result.rowcount)
 
     def resume(self, scope: str, name: str) -> bool:
         """Lift a pause; False when it was not paused."""
         with self._write() as conn:
             result = conn.execute(delete(pauses).where(pauses.c.scope == scope, pauses.c.name == name))
+            self._forget_pauses()
             return bool(result.rowcount)
+
+    def _forget_pauses(self) -> None:
+        memo = self._unit_memo()
+        if memo is not None:
+            memo.pop("paused_routes", None)
 
     def pauses(self) -> list[Pause]:
         """Every pause, oldest first."""
@@ -139,8 +146,15 @@ class OperationsMixin(StoreBase):
             return {row.name: row.started_at for row in conn.execute(select(route_starts))}
 
     def paused_routes(self) -> frozenset[str]:
+        """The paused routes; inside a unit of work, read once for the whole unit."""
+        memo = self._unit_memo()
+        if memo is not None and "paused_routes" in memo:
+            return frozenset(memo["paused_routes"])
         with self._read() as conn:
-            return frozenset(conn.execute(select(pauses.c.name).where(pauses.c.scope == "route")).scalars())
+            found = frozenset(conn.execute(_PAUSED_ROUTES).scalars())
+        if memo is not None:
+            memo["paused_routes"] = found
+        return found
 
     def unmapped_deals(self) -> dict[str, int]:
         """Open deals per source with no canonical stage (their stage is not mapped)."""
@@ -158,6 +172,9 @@ class OperationsMixin(StoreBase):
                 select(pauses.c.name).where(pauses.c.scope == scope, pauses.c.name == name)
             ).first()
             return found is not None
+
+
+_PAUSED_ROUTES = select(pauses.c.name).where(pauses.c.scope == "route")  # asked once per routed change
 
 
 def _activity(row: Row[Any]) -> Activity:

@@ -14,11 +14,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.sql import FromClause
+from sqlalchemy.sql.dml import Insert
 
 from sync_worker.canonical import CanonicalRecord, StageKey
-from sync_worker.store.base import dialect_insert
+from sync_worker.store.base import built_once, dialect_insert
 from sync_worker.store.models import RecordChange, StageTransition, StoredRecord
 from sync_worker.store.schema import link_groups, link_members, records, stage_history
 from sync_worker.store.types import as_utc
@@ -130,15 +144,37 @@ def _add_history(
     written_by_worker: bool,
 ) -> None:
     conn.execute(
-        insert(stage_history).values(
-            record_id=record_id,
-            from_stage=before.value if before is not None else None,
-            to_stage=after.value,
-            source_stage=source_stage,
-            at=at,
-            origin=origin,
-            written_by_worker=written_by_worker,
-        )
+        _HISTORY_INSERT,
+        {
+            "record_id": record_id,
+            "from_stage": before.value if before is not None else None,
+            "to_stage": after.value,
+            "source_stage": source_stage,
+            "at": at,
+            "origin": origin,
+            "written_by_worker": written_by_worker,
+        },
+    )
+
+
+# The statements of the per-record write path, built once (see store.base.built_once).
+_HISTORY_INSERT = insert(stage_history)
+_RECORD_BY_KEY = select(records).where(
+    records.c.source == bindparam("source"),
+    records.c.kind == bindparam("kind"),
+    records.c.external_id == bindparam("external_id"),
+)
+# FOR UPDATE is rendered on PostgreSQL only; SQLite's BEGIN IMMEDIATE already holds the write lock.
+_RECORD_BY_KEY_FOR_UPDATE = _RECORD_BY_KEY.with_for_update()
+_RECORD_UPDATE = update(records).where(records.c.id == bindparam("record_id_")).returning(*records.c)
+
+
+def _build_record_insert(conn: Connection) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING RETURNING *`` for the connection's backend."""
+    return (
+        dialect_insert(conn, records)
+        .on_conflict_do_nothing(index_elements=["source", "kind", "external_id"])
+        .returning(*records.c)
     )
 
 
@@ -149,33 +185,38 @@ def upsert(
     origin: str,
     written_by_worker: bool,
     seen_at: datetime,
+    exists: bool = False,
 ) -> RecordChange:
     """Insert or update ``record``; see :meth:`SyncStore.upsert_record` for the contract."""
     as_utc(record.updated_at)  # refuse naive timestamps before touching anything
     entered_at = record.stage_changed_at or seen_at
     values = _values(record)
-    inserted = conn.execute(
-        dialect_insert(conn, records)
-        .values(
-            source=record.source,
-            kind=record.kind,
-            external_id=record.external_id,
-            stage=record.stage.value if record.stage is not None else None,
-            stage_entered_at=entered_at if record.stage is not None else None,
-            source_created_at=record.created_at,
-            replied_at=record.replied_at,
-            first_seen_at=seen_at,
-            last_seen_at=seen_at,
+    key = {"source": record.source, "kind": record.kind, "external_id": record.external_id}
+    if exists:
+        row = conn.execute(_RECORD_BY_KEY_FOR_UPDATE, key).one_or_none()
+        if row is not None:
+            return _update_current(
+                conn, record, record_from_row(row), values, origin, written_by_worker, seen_at
+            )
+    inserted_row = conn.execute(
+        built_once(conn, "record_insert", _build_record_insert),
+        {
+            **key,
+            "stage": record.stage.value if record.stage is not None else None,
+            "stage_entered_at": entered_at if record.stage is not None else None,
+            "source_created_at": record.created_at,
+            "replied_at": record.replied_at,
+            "first_seen_at": seen_at,
+            "last_seen_at": seen_at,
             **values,
-        )
-        .on_conflict_do_nothing(index_elements=["source", "kind", "external_id"])
-        .returning(records.c.id)
-    ).scalar_one_or_none()
-    if inserted is not None:
+        },
+    ).one_or_none()
+    if inserted_row is not None:
+        stored = record_from_row(inserted_row)
         if record.stage is not None:
             _add_history(
                 conn,
-                inserted,
+                stored.id,
                 before=None,
                 after=record.stage,
                 source_stage=record.source_stage,
@@ -183,21 +224,23 @@ def upsert(
                 origin=origin,
                 written_by_worker=written_by_worker,
             )
-        stored = record_from_row(conn.execute(select(records).where(records.c.id == inserted)).one())
         return RecordChange(stored, created=True, applied=True, previous_stage=None, previous_status=None)
 
-    # FOR UPDATE is rendered on PostgreSQL only; SQLite's BEGIN IMMEDIATE already holds the write lock.
-    current = record_from_row(
-        conn.execute(
-            select(records)
-            .where(
-                records.c.source == record.source,
-                records.c.kind == record.kind,
-                records.c.external_id == record.external_id,
-            )
-            .with_for_update()
-        ).one()
-    )
+    current = record_from_row(conn.execute(_RECORD_BY_KEY_FOR_UPDATE, key).one())
+    return _update_current(conn, record, current, values, origin, written_by_worker, seen_at)
+
+
+def _update_current(
+    conn: Connection,
+    record: CanonicalRecord,
+    current: StoredRecord,
+    values: dict[str, Any],
+    origin: str,
+    written_by_worker: bool,
+    seen_at: datetime,
+) -> RecordChange:
+    """Apply ``record`` over the locked stored row ``current`` (newest wins; history on a move)."""
+    entered_at = record.stage_changed_at or seen_at
     changes: dict[str, Any] = {"last_seen_at": max(seen_at, current.last_seen_at)}
     applied = record.updated_at >= current.source_updated_at
     if applied:
@@ -220,9 +263,7 @@ def upsert(
                 origin=origin,
                 written_by_worker=written_by_worker,
             )
-    row = conn.execute(
-        update(records).where(records.c.id == current.id).values(**changes).returning(*records.c)
-    ).one()
+    row = conn.execute(_RECORD_UPDATE, {"record_id_": current.id, **changes}).one()
     return RecordChange(
         record_from_row(row),
         created=False,
@@ -234,9 +275,7 @@ def upsert(
 
 def load_record(conn: Connection, source: str, kind: str, external_id: str) -> StoredRecord | None:
     row = conn.execute(
-        select(records).where(
-            records.c.source == source, records.c.kind == kind, records.c.external_id == external_id
-        )
+        _RECORD_BY_KEY, {"source": source, "kind": kind, "external_id": external_id}
     ).one_or_none()
     return record_from_row(row) if row is not None else None
 
@@ -245,8 +284,13 @@ def find_by_email(conn: Connection, email: str) -> list[StoredRecord]:
     wanted = normalise_email(email)
     if wanted is None:
         return []
-    rows = conn.execute(select(records).where(records.c.contact_email == wanted).order_by(records.c.id))
+    rows = conn.execute(_RECORDS_BY_EMAIL, {"email": wanted})
     return [record_from_row(row) for row in rows]
+
+
+_RECORDS_BY_EMAIL = (
+    select(records).where(records.c.contact_email == bindparam("email")).order_by(records.c.id)
+)
 
 
 def load_history(conn: Connection, record_id: int) -> list[StageTransition]:
@@ -309,18 +353,20 @@ def link(conn: Connection, record_ids: Iterable[int], *, now: datetime) -> int:
 
 def linked(conn: Connection, record_id: int) -> tuple[int | None, list[StoredRecord]]:
     """The record's group id and the OTHER records in it (``(None, [])`` when it is not linked)."""
-    group = conn.execute(
-        select(link_members.c.group_id).where(link_members.c.record_id == record_id)
-    ).scalar_one_or_none()
+    group = conn.execute(_GROUP_OF, {"record_id": record_id}).scalar_one_or_none()
     if group is None:
         return None, []
-    rows = conn.execute(
-        select(records)
-        .join(link_members, link_members.c.record_id == records.c.id)
-        .where(link_members.c.group_id == group, records.c.id != record_id)
-        .order_by(records.c.id)
-    )
+    rows = conn.execute(_GROUP_OTHERS, {"group_id": group, "record_id": record_id})
     return group, [record_from_row(row) for row in rows]
+
+
+_GROUP_OF = select(link_members.c.group_id).where(link_members.c.record_id == bindparam("record_id"))
+_GROUP_OTHERS = (
+    select(records)
+    .join(link_members, link_members.c.record_id == records.c.id)
+    .where(link_members.c.group_id == bindparam("group_id"), records.c.id != bindparam("record_id"))
+    .order_by(records.c.id)
+)
 
 
 # -- deals: the linked deal records of one opportunity ---------------------------------------------

@@ -30,8 +30,12 @@ class RecordsMixin(StoreBase):
         origin: str,
         written_by_worker: bool,
         seen_at: datetime | None = None,
+        exists: bool = False,
     ) -> RecordChange:
         """Insert or update a record by ``(source, kind, external_id)``.
+
+        ``exists``: the caller has just read the record, so the insert attempt is skipped (it is
+        made after all if the row is gone).
 
         When the canonical stage changes (or on first sight) a stage-history row is added and
         ``stage_entered_at`` is reset to ``record.stage_changed_at``, else to ``seen_at``
@@ -42,7 +46,9 @@ class RecordsMixin(StoreBase):
         """
         seen = as_utc(seen_at) if seen_at is not None else self._now()
         with self._write() as conn:
-            return _q.upsert(conn, record, origin=origin, written_by_worker=written_by_worker, seen_at=seen)
+            return _q.upsert(
+                conn, record, origin=origin, written_by_worker=written_by_worker, seen_at=seen, exists=exists
+            )
 
     def get_record(self, source: str, kind: RecordKind, external_id: str) -> StoredRecord | None:
         with self._read() as conn:

@@ -203,3 +203,29 @@ def test_a_mappings_holder_is_read_on_every_call(store: SyncStore, clock: FakeCl
     service = SyncService(store, holder, {}, clock=clock)
     assert service.mappings() is holder.current
     assert service.mappings().routes.routes_from("lagrowthmachine", "reply")
+
+
+def test_a_delivery_reads_its_write_memory_once(
+    world: World, store: SyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.hubspot.records["17"] = deal("hubspot", "17", StageKey.MEETING, T0)
+    for deal_id in ("15", "16"):  # amounts we wrote: their webhooks are our echoes
+        store.remember_write("hubspot", deal_id, "amount", Decimal("500"), at=T0 - timedelta(minutes=1))
+    asked: list[str] = []
+    for name in ("was_written", "recent_writes"):
+        original = getattr(store, name)
+        monkeypatch.setattr(
+            store, name, lambda *a, _f=original, _n=name, **k: (asked.append(_n), _f(*a, **k))[1]
+        )
+    events = [
+        replace(hs_event(n, deal_id), property_name="amount", property_value=value)
+        for n, (deal_id, value) in enumerate([("15", "500.00"), ("16", "500"), ("17", "700")], start=1)
+    ]
+    ids = store.accept_events("hubspot", events).new_ids
+    results = world.service.handle_inbox_events(ids)
+    # One read of the write memory answers the three events; only the change nobody wrote is read
+    # from HubSpot, and storing that record checks it once more (the echo check every ingest makes)
+    assert asked == ["recent_writes", "was_written"]
+    assert world.hubspot.reads == [["17"]]
+    assert [r.external_id for r in results] == ["17"]
+    assert all(store.get_inbox_event(i).processed_at is not None for i in ids)  # type: ignore[union-attr]

@@ -117,3 +117,29 @@ def test_write_memory_recognises_our_own_echo(store: SyncStore, clock: FakeClock
     assert not store.was_written("hubspot", "42", "dealstage", "closedwon", window)
     assert store.prune_write_memory(timedelta(minutes=5)) == 2
     assert not store.was_written("hubspot", "42", "dealstage", "closedwon", timedelta(days=1))
+
+
+def test_recent_writes_answers_a_whole_delivery_like_was_written(store: SyncStore, clock: FakeClock) -> None:
+    store.remember_write("hubspot", "42", "dealstage", "closedwon")
+    store.remember_write("hubspot", "43", "amount", Decimal("100.00"))
+    store.remember_write("pipedrive", "42", "dealstage", "closedwon")
+    clock.advance(timedelta(minutes=6))
+    store.remember_write("hubspot", "44", "dealstage", "closedlost")
+    window = timedelta(minutes=10)
+    ids = [str(n) for n in range(40, 700)]  # more than one chunk of ids
+    written = store.recent_writes("hubspot", ids, window)
+    assert written == {
+        ("42", "dealstage", value_hash("closedwon")),
+        ("43", "amount", value_hash("100")),
+        ("44", "dealstage", value_hash("closedlost")),
+    }
+    # the same answers as one was_written per (record, field, value)
+    for external_id, field, value in [("42", "dealstage", "closedwon"), ("43", "amount", "100.0")]:
+        assert store.was_written("hubspot", external_id, field, value, window)
+        assert (external_id, field, value_hash(value)) in written
+    assert store.recent_writes("hubspot", ["44"], timedelta(minutes=5)) == {
+        ("44", "dealstage", value_hash("closedlost"))
+    }
+    clock.advance(timedelta(minutes=5))
+    assert store.recent_writes("hubspot", ids, window) == {("44", "dealstage", value_hash("closedlost"))}
+    assert store.recent_writes("hubspot", [], window) == frozenset()

@@ -113,6 +113,31 @@ def test_stale_update_does_not_overwrite_newer_state(store: SyncStore, clock: Fa
     assert len(store.stage_history(stale.record.id)) == 1
 
 
+def test_an_upsert_told_the_record_exists_updates_it_and_inserts_it_when_it_does_not(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    # Told it exists while it does not: inserted after all, history started
+    first = store.upsert_record(_deal(), origin="pipedrive", written_by_worker=False, exists=True)
+    assert first.created and first.record.stage is StageKey.QUALIFIED
+    clock.advance(timedelta(minutes=5))
+    moved = store.upsert_record(
+        _deal(stage=StageKey.PROPOSAL, title="Moved", updated_at=T0 + timedelta(minutes=5)),
+        origin="pipedrive",
+        written_by_worker=True,
+        exists=True,
+    )
+    assert not moved.created and moved.applied and moved.stage_changed
+    assert moved.record.id == first.record.id and moved.record.title == "Moved"
+    assert [
+        (t.from_stage, t.to_stage, t.written_by_worker) for t in store.stage_history(first.record.id)
+    ] == [
+        (None, StageKey.QUALIFIED, False),
+        (StageKey.QUALIFIED, StageKey.PROPOSAL, True),
+    ]
+    stale = store.upsert_record(_deal(title="old"), origin="pipedrive", written_by_worker=False, exists=True)
+    assert not stale.applied and stale.record.title == "Moved"
+
+
 def test_unmapped_stage_keeps_the_last_known_stage_and_clock(store: SyncStore, clock: FakeClock) -> None:
     first = store.upsert_record(_deal(), origin="pipedrive", written_by_worker=False).record
     clock.advance(timedelta(days=1))

@@ -143,3 +143,32 @@ def _processed(store: SyncStore, inbox_id: int) -> bool:
     event = store.get_inbox_event(inbox_id)
     assert event is not None
     return event.processed_at is not None
+
+
+def test_a_unit_reads_the_paused_routes_once_and_sees_its_own_pauses(world: World) -> None:
+    from sqlalchemy import event
+
+    store = world.store
+    asked: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("SELECT pauses.name"):
+            asked.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        with store.unit():
+            assert store.paused_routes() == frozenset()
+            assert store.paused_routes() == frozenset()
+            assert len(asked) == 1  # one read for the whole unit
+            store.pause("route", "pipedrive-to-hubspot", reason="maintenance")
+            assert store.paused_routes() == {"pipedrive-to-hubspot"}  # its own write, seen at once
+            store.resume("route", "pipedrive-to-hubspot")
+            assert store.paused_routes() == frozenset()
+        store.pause("route", "hubspot-to-pipedrive")
+        # outside a unit every call reads
+        assert store.paused_routes() == {"hubspot-to-pipedrive"}
+        assert store.paused_routes() == {"hubspot-to-pipedrive"}
+        assert len(asked) == 5
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)

@@ -14,8 +14,13 @@ from deals generated on the fly from a template the sandbox made (``create_deal`
 own list endpoint filters and deep-copies every deal on every page (fine for tests, quadratic for a
 million), so it cannot be the bottleneck being measured here.
 
-Prints records/s and the process RSS (current, from ``/proc/self/status``, and peak, from
-``resource.getrusage``) at checkpoints, so memory can be read against the number of deals pulled.
+First the bare connector pulls and translates the whole feed with no store (the ceiling); then the
+service pulls it into the store. Prints records/s and the process RSS (current, from
+``/proc/self/status``, and peak, from ``resource.getrusage``) at checkpoints, so memory can be read
+against the number of deals pulled, then ``name: value`` lines: ``records_per_s``,
+``bare_pull_records_per_s``, their ratio ``backfill_vs_pull``, ``cpu_ms_per_record`` (this process's
+CPU: the sandbox runs in a child), ``peak_rss_mb`` and the database transactions per page and per
+record (``bench/counters.py``).
 
     PYTHONPATH=. .venv/bin/python bench/backfill.py --deals 100000
 """
@@ -40,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.counters import counting
 
 TOKEN = "bench-pipedrive-token-0123456789"
 PAGE_MAX = 500
@@ -135,6 +142,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process: the client, not the sandbox child."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _wait_up(base: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -175,6 +188,15 @@ def run(deals: int, database: str, checkpoints: int) -> dict[str, float]:
             pipedrive=PipedriveSettings(api_token=SecretStr(TOKEN), base_url=AnyHttpUrl(base)),
         )
         connector = from_settings(settings, mappings)
+        # The ceiling: the same feed pulled and translated by the bare connector, nothing stored.
+        bare_started = time.perf_counter()
+        bare_records = sum(len(p.records) for p in connector.pull_changes("deals", None))
+        bare_seconds = time.perf_counter() - bare_started
+        print(
+            f"bare connector pull: {bare_records} deals in {bare_seconds:.1f}s "
+            f"({bare_records / bare_seconds:.0f} records/s)",
+            flush=True,
+        )
         store = SyncStore(database)
         service = SyncService(store, mappings, {"pipedrive": connector})
         every = max(1, deals // checkpoints)
@@ -195,20 +217,30 @@ def run(deals: int, database: str, checkpoints: int) -> dict[str, float]:
                 )
                 next_mark += every
 
-        stats = service.poll("pipedrive", "deals", full=True, progress=progress)
+        cpu_started = _cpu_s()
+        with counting() as counts:
+            stats = service.poll("pipedrive", "deals", full=True, progress=progress)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_s() - cpu_started
         connector.close()
         store.close()
     finally:
         server.terminate()
         server.wait(timeout=15)
+    records_per_s = stats.records / elapsed if elapsed else 0.0
+    bare_per_s = bare_records / bare_seconds if bare_seconds else 0.0
     result = {
         "deals": float(deals),
         "records": float(stats.records),
-        "seconds": elapsed,
-        "records_per_s": stats.records / elapsed if elapsed else 0.0,
-        "peak_rss_mb": _peak_mb(),
         "pages": float(stats.pages),
+        "seconds": elapsed,
+        "records_per_s": records_per_s,
+        "bare_pull_records_per_s": bare_per_s,
+        "backfill_vs_pull": records_per_s / bare_per_s if bare_per_s else 0.0,
+        "cpu_ms_per_record": 1000 * cpu / max(1, stats.records),
+        "peak_rss_mb": _peak_mb(),
+        "transactions_per_page": counts.transactions / max(1, stats.pages),
+        **{k.replace("_change", "_record"): v for k, v in counts.per(stats.records).items()},
     }
     print(
         f"pulled {stats.records} of {deals} deals in {stats.pages} pages, {elapsed:.1f}s: "
@@ -233,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sync-backfill-") as tmp:
         database = args.database or f"sqlite:///{Path(tmp) / 'backfill.db'}"
         result = run(args.deals, database, args.checkpoints)
+    for name, value in result.items():
+        print(f"{name}: {value:.4g}")
     return 0 if result["records"] == args.deals else 1
 
 

@@ -4,16 +4,17 @@ The sandbox HubSpot enforces its documented private-app limit, 100 requests per 
 (https://developers.hubspot.com/docs/api/usage-details); the connectors use the project's shared
 Redis rate limiter (:func:`sync_worker.ratelimit.limiter_for`) exactly as the workers do, and the
 HubSpot writes go through the batch endpoints, 100 inputs a call
-(https://developers.hubspot.com/docs/api/crm/deals). Two phases, each measured on its own:
+(https://developers.hubspot.com/docs/api/crm/deals). Setup (not measured) seeds N deals in step on
+both sides, pulls and links them; the measured phase, **update**, moves each of the N Pipedrive deals
+to another stage as a person would (one change per deal, so nothing is coalesced away), polls them
+incrementally and mirrors them (``batch/update``).
 
-1. **create**: N new Pipedrive deals are polled and mirrored (HubSpot ``batch/create``);
-2. **update**: each of the N deals is moved to another stage by a person in Pipedrive (one change
-   per deal, so nothing is coalesced away), polled incrementally and mirrored (``batch/update``).
-
-For each phase it prints HubSpot API calls per change (a per-event workflow tool makes at least 1.0),
-wall time next to the bound the rate limit allows (calls / (limit / 10 s)), 429s the sandbox answered
+It prints HubSpot API calls per change (a per-event workflow tool makes at least 1.0), wall time
+next to the bound the rate limit allows (calls / (limit / 10 s)), 429s the sandbox answered
 (absorbed by the limiter and retries), 429s surfaced to the user (errors out of ``push`` or dead
-items: must be 0) and changes lost (HubSpot deals not in the expected stage: must be 0).
+items: must be 0), changes lost (HubSpot deals not in the expected stage: must be 0), and the
+database transactions and Redis round trips per change (``bench/counters.py``), then one
+``name: value`` line per figure.
 
     PYTHONPATH=. .venv/bin/python bench/sync_efficiency.py --changes 1000
 
@@ -36,6 +37,7 @@ from pydantic import AnyHttpUrl, SecretStr
 
 import connectors.hubspot as hubspot_connector
 import connectors.pipedrive as pipedrive_connector
+from bench.counters import Counts, counting
 from connectors.hubspot.settings import HubSpotSettings
 from connectors.pipedrive.settings import PipedriveSettings
 from sync_worker.connector import Connector
@@ -64,6 +66,7 @@ class Phase:
     seconds: float
     poll_seconds: float
     limit_per_10s: int
+    counts: Counts
 
     @property
     def bound_seconds(self) -> float:
@@ -77,6 +80,19 @@ class Phase:
             f"rate-limit bound {self.bound_seconds:6.2f}s)  "
             f"429 answered by sandbox={self.hubspot_429}  429 surfaced={self.surfaced_429}  lost={self.lost}"
         )
+
+    def figures(self) -> dict[str, float]:
+        """The closing ``name: value`` lines."""
+        return {
+            "changes": float(self.changes),
+            "seconds": self.seconds,
+            "rate_limit_bound_s": self.bound_seconds,
+            "wall_vs_bound": self.seconds / self.bound_seconds if self.bound_seconds else 0.0,
+            "hubspot_calls_per_change": self.hubspot_calls / max(1, self.changes),
+            "surfaced_429": float(self.surfaced_429),
+            "lost": float(self.lost),
+            **self.counts.per(self.changes),
+        }
 
 
 def _settings(box: RunningSandbox, redis_url: str) -> Settings:
@@ -121,11 +137,12 @@ def _phase(
     limit: int,
 ) -> Phase:
     box.hubspot.calls.reset()
-    started = time.perf_counter()
-    service.poll("pipedrive", "deals", full=full)
-    polled = time.perf_counter()
-    surfaced = _drain(service, "hubspot")
-    elapsed = time.perf_counter() - started
+    with counting() as counts:  # the pull and the pushes: every transaction and Redis round trip
+        started = time.perf_counter()
+        service.poll("pipedrive", "deals", full=full)
+        polled = time.perf_counter()
+        surfaced = _drain(service, "hubspot")
+        elapsed = time.perf_counter() - started
     lost = 0
     first = min(expected)
     for pd_id, stage in expected.items():
@@ -156,6 +173,7 @@ def _phase(
         seconds=elapsed,
         poll_seconds=polled - started,
         limit_per_10s=limit,
+        counts=counts,
     )
 
 
@@ -253,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     print("command:", shlex.join([sys.executable, *sys.argv]))
     with tempfile.TemporaryDirectory(prefix="sync-bench-") as tmp:
         phases = run(args.changes, args.redis_url, Path(tmp))
+    for phase in phases:
+        for name, value in phase.figures().items():
+            print(f"{name}: {value:.4g}")
     bad = [p for p in phases if p.surfaced_429 or p.lost]
     return 1 if bad else 0
 

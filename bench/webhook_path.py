@@ -113,7 +113,7 @@ def run(changes: int, redis_url: str, database: str | None, workdir: Path) -> di
         sweep_interval=None,
     )
     receiver = serve_in_thread(app, port=port)
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+    worker = dramatiq.Worker(broker, worker_threads=4)  # the `worker` command's timeout (1 s)
     client = redis.Redis.from_url(redis_url)
     store, service = runtime.store, runtime.service
     try:

@@ -13,6 +13,11 @@ either one suffices:
   no change source. When the provider names another writer and our own markers are known, the
   provider is believed: a person setting a value back to one we wrote is a real change.
 
+The service's own write is an echo only while it is still the value the source holds: once a
+real (non-echo) change of a field is observed, the values we wrote to that field before are
+forgotten (``forget_overwritten``), so a person reverting the field to one of them is routed like
+any other change.
+
 A third, structural guard: after each push the stored copy of the target record is updated with
 what was written (:mod:`sync_worker.engine.push`), so an echo that comes back unchanged differs
 from nothing and raises no event. An echo is still stored (marked ``written_by_worker`` in the
@@ -43,6 +48,7 @@ __all__ = [
     "Observation",
     "changed_fields",
     "events_for",
+    "field_time",
     "field_value",
     "is_echo",
     "observe",
@@ -78,6 +84,8 @@ class IngestStore(Protocol):
         now: datetime | None = None,
     ) -> bool: ...
 
+    def forget_overwritten(self, target: str, external_id: str, values: Mapping[str, object]) -> None: ...
+
 
 def field_value(record: CanonicalRecord | StoredRecord, name: str) -> object:
     """The value of a synced field (stage as its key string), comparable across both shapes."""
@@ -85,6 +93,16 @@ def field_value(record: CanonicalRecord | StoredRecord, name: str) -> object:
     if name == "stage" and value is not None:
         return str(value.value)
     return value
+
+
+def field_time(record: StoredRecord, name: str) -> datetime:
+    """When a stored record's field took its value, as far as the store knows: for ``stage`` the
+    earlier of its entry time (the source's stage-change time, else when the service first saw the
+    stage: later than the change itself) and the record's source timestamp; for the other fields
+    the record's source timestamp."""
+    if name == "stage" and record.stage_entered_at is not None:
+        return min(record.stage_entered_at, record.source_updated_at)
+    return record.source_updated_at
 
 
 def changed_fields(before: StoredRecord | None, record: CanonicalRecord) -> frozenset[str]:
@@ -185,4 +203,9 @@ def observe(
     events: frozenset[str] = frozenset()
     if change.applied and not echo:
         events = events_for(change, before, record, changed)
+        if before is not None and changed:
+            # What we wrote to these fields is overwritten now: no longer our echo if it comes back.
+            store.forget_overwritten(
+                record.source, record.external_id, {name: field_value(record, name) for name in changed}
+            )
     return Observation(before, record, change, changed, echo, events)

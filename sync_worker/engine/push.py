@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -35,12 +36,16 @@ from sync_worker.canonical import (
     UpdateResult,
 )
 from sync_worker.connector import Connector
+from sync_worker.engine.ingest import field_time, field_value
 from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
 from sync_worker.engine.normalise import record_from_stored
 from sync_worker.engine.outbox import FLAG, MIRROR, by_kind
 from sync_worker.errors import PermanentError, SyncWorkerError
 from sync_worker.leaks.wire import deserialise_update
-from sync_worker.store import OutboxItem, SyncStore
+from sync_worker.store import OutboxItem, StoredRecord, SyncStore
+from sync_worker.store.flags import value_hash
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Plan", "dead_letter_items", "merge_items", "push_target"]
 
@@ -59,6 +64,9 @@ class Plan:
     advance_only: set[str] = field(default_factory=set)
     origin_record_id: int | None = None
     claimed: bool = False
+    # Per field, the value hashes the target held when the items were planned; a field some item
+    # planned without knowing the target (a create, an old payload) is not listed.
+    target_had: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def origin(self) -> tuple[str, str]:
@@ -68,15 +76,21 @@ class Plan:
 
 
 def _wins(new: tuple[Any, str, str], old: tuple[Any, str, str]) -> bool:
+    """Whether the later-queued ``new`` value beats ``old``: the newer source timestamp; in a tie
+    from the same system the later observation (a source with second precision reports several
+    moves in one second); in a tie between systems the one first in ``system_rank``."""
     new_ts, old_ts = datetime.fromisoformat(new[1]), datetime.fromisoformat(old[1])
     if new_ts != old_ts:
         return new_ts > old_ts
+    if new[2] == old[2]:
+        return True
     return system_rank(new[2]) < system_rank(old[2])
 
 
 def merge_items(items: Sequence[OutboxItem]) -> list[Plan]:
     """Group due items by target record and merge their fields, newest value per field winning."""
     plans: dict[str, Plan] = {}
+    unknown: dict[str, set[str]] = {}  # per ref, fields some item planned without the target's value
     for item in sorted(items, key=lambda i: (i.created_at, i.id)):
         payload = item.payload
         ref = str(payload.get("ref"))
@@ -97,6 +111,10 @@ def merge_items(items: Sequence[OutboxItem]) -> list[Plan]:
         plan.contact_email = plan.contact_email or payload.get("contact_email")
         raw_fields: Mapping[str, Any] = payload.get("fields") or {}
         for name, entry in raw_fields.items():
+            if "t" in entry:
+                plan.target_had.setdefault(name, set()).add(value_hash(entry["t"]))
+            else:
+                unknown.setdefault(ref, set()).add(name)
             candidate = (entry.get("v"), str(entry.get("ts")), str(entry.get("o")))
             current = plan.fields.get(name)
             if current is None or _wins(candidate, current):
@@ -105,6 +123,9 @@ def merge_items(items: Sequence[OutboxItem]) -> list[Plan]:
                     plan.advance_only.add(name)
                 else:
                     plan.advance_only.discard(name)
+    for ref, names in unknown.items():
+        for name in names:
+            plans[ref].target_had.pop(name, None)
     return list(plans.values())
 
 
@@ -226,18 +247,50 @@ def _claim_create(store: SyncStore, plan: Plan) -> bool:
 
 
 def _advance_filter(
-    store: SyncStore, model: StageModel, target: str, plan: Plan, values: dict[str, Any]
+    model: StageModel, plan: Plan, stored: StoredRecord | None, values: dict[str, Any]
 ) -> None:
     if "stage" not in plan.advance_only or "stage" not in values or plan.external_id is None:
         return
-    kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
-    stored = store.get_record(target, kind, plan.external_id)
     if (
         stored is not None
         and stored.stage is not None
         and not model.is_advance(stored.stage, values["stage"])
     ):
         del values["stage"]
+
+
+def _newer_at_target(
+    plan: Plan, stored: StoredRecord | None, written: frozenset[tuple[str, str, str]], values: dict[str, Any]
+) -> None:
+    """Drop the fields the target changed on its own after they were planned, with a newer
+    timestamp than theirs: newest wins per field, also when the target's change was observed
+    after this write was queued (its own change is routed the other way and wins there).
+
+    The target changed on its own when its stored value is none of the values it held when the
+    items were planned and is not a value the service wrote to it (write memory)."""
+    if stored is None or plan.external_id is None:
+        return
+    for name in [n for n in values if n in plan.target_had]:
+        current = field_value(stored, name)
+        held = value_hash(current)
+        if held in plan.target_had[name] or (plan.external_id, name, held) in written:
+            continue
+        if held == value_hash(values[name]):
+            continue  # the target already holds what would be written
+        _, stamp, origin = plan.fields[name]
+        theirs, ours = field_time(stored, name), datetime.fromisoformat(stamp)
+        if theirs > ours or (theirs == ours and system_rank(stored.source) < system_rank(origin)):
+            _log.info(
+                "%s %s: kept the target's newer %s (%s at %s) over %s's change at %s",
+                stored.source,
+                plan.external_id,
+                name,
+                current,
+                theirs.isoformat(),
+                origin,
+                stamp,
+            )
+            del values[name]
 
 
 @dataclass
@@ -270,6 +323,25 @@ def _flag_writes(
     return writes
 
 
+def _targets_now(
+    store: SyncStore, target: str, plans: Sequence[Plan], *, config: EngineConfig, now: datetime
+) -> tuple[dict[tuple[str, str | None], StoredRecord], frozenset[tuple[str, str, str]]]:
+    """The stored copies of the plans' target records (by kind and id) and what the service wrote
+    to them within the echo window: one read each per kind, for the whole push."""
+    ids: dict[RecordKind, set[str]] = {}
+    for plan in plans:
+        if plan.external_id is not None:
+            kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
+            ids.setdefault(kind, set()).add(str(plan.external_id))
+    stored: dict[tuple[str, str | None], StoredRecord] = {}
+    for kind, wanted in ids.items():
+        for external_id, record in store.get_records(target, kind, wanted).items():
+            stored[(kind, external_id)] = record
+    every = set().union(*ids.values()) if ids else set()
+    written = store.recent_writes(target, every, config.echo_window, now=now) if every else frozenset()
+    return stored, written
+
+
 def _plan_writes(
     store: SyncStore,
     model: StageModel,
@@ -283,6 +355,7 @@ def _plan_writes(
 ) -> tuple[int, int]:
     """Turn the mirror plans into writes (``ready``, flags riding along); (retried, skipped) items."""
     retried = skipped = 0
+    stored, written = _targets_now(store, target, plans, config=config, now=now)
     for plan in plans:
         if not _claim_create(store, plan):
             for item in plan.items:
@@ -292,7 +365,10 @@ def _plan_writes(
             retried += len(plan.items)
             continue
         values = _values(plan)
-        _advance_filter(store, model, target, plan, values)
+        kind = "lead" if plan.kind == "lead" else "deal"
+        current = stored.get((kind, plan.external_id)) if plan.external_id is not None else None
+        _advance_filter(model, plan, current, values)
+        _newer_at_target(plan, current, written, values)
         if not values and plan.external_id is not None:
             for item in plan.items:
                 store.mark_outbox_sent(item.id)

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
-from sync_worker.engine.ingest import Observation, field_value
+from sync_worker.engine.ingest import Observation, field_time, field_value
 from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
 from sync_worker.engine.outbox import MIRROR
 from sync_worker.engine.routing import EngineRoute, routes_for
@@ -110,12 +110,6 @@ def find_target(
     return None
 
 
-def _field_time(target: StoredRecord, name: str) -> datetime:
-    if name == "stage" and target.stage_entered_at is not None:
-        return target.stage_entered_at
-    return target.source_updated_at
-
-
 def _loses_conflict(name: str, obs: Observation, target: StoredRecord | None, value: object) -> bool:
     """True when the target changed ``name`` on its own since the last sync and its change is newer."""
     if target is None or obs.before is None:
@@ -123,7 +117,7 @@ def _loses_conflict(name: str, obs: Observation, target: StoredRecord | None, va
     current = field_value(target, name)
     if current == value or current == field_value(obs.before, name):
         return False  # no divergence: the target still shows what the source had
-    theirs, ours = _field_time(target, name), obs.record.updated_at
+    theirs, ours = field_time(target, name), obs.record.updated_at
     if theirs != ours:
         return theirs > ours
     return system_rank(target.source) < system_rank(obs.record.source)
@@ -174,7 +168,12 @@ def _json(value: object) -> object:
     return value
 
 
-def _key(route: EngineRoute, record: CanonicalRecord, ref: str, fields: dict[str, object]) -> str:
+def _key(obs: Observation, route: EngineRoute, ref: str, fields: dict[str, object]) -> str:
+    """The write's idempotency key: the same change observed twice gets the same key. The source's
+    values before the change are part of it, so a record moved A, B, A within one second of a source
+    with second precision queues the second A too (a replay has the same before and after)."""
+    record = obs.record
+    before = obs.before
     identity = [
         route.name,
         record.source,
@@ -183,6 +182,7 @@ def _key(route: EngineRoute, record: CanonicalRecord, ref: str, fields: dict[str
         ref,
         sorted((k, _json(v)) for k, v in fields.items()),
         record.updated_at.isoformat(),
+        sorted((k, _json(field_value(before, k))) for k in fields if hasattr(before, k)) if before else [],
     ]
     digest = hashlib.sha256(json.dumps(identity, default=str, separators=(",", ":")).encode()).hexdigest()
     return f"push:{route.target}:{digest[:40]}"
@@ -202,7 +202,10 @@ def _payload(
         "origin_id": record.external_id,
         "origin_record_id": obs.change.record.id,
         "fields": {
-            name: {"v": _json(value), "ts": stamp, "o": record.source} for name, value in fields.items()
+            name: {"v": _json(value), "ts": stamp, "o": record.source}
+            # "t": what the target held when this write was planned (the push re-checks it)
+            | ({"t": _json(field_value(stored, name))} if stored is not None else {})
+            for name, value in fields.items()
         },
         "advance_only": ["stage"] if route.stage == "advance_only" and "stage" in fields else [],
         "contact_email": (stored.contact_email if stored is not None else None) or record.contact_email,
@@ -278,7 +281,7 @@ def route_observation(
         if not fields:
             continue
         payload = _payload(route, obs, target, fields)
-        key = _key(route, record, str(payload["ref"]), fields)
+        key = _key(obs, route, str(payload["ref"]), fields)
         not_before = clock() + config.coalesce_window
         if store.enqueue_outbox(route.target, key, payload, not_before=not_before, kind=MIRROR) is not None:
             queued += 1

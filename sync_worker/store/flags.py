@@ -12,7 +12,7 @@ says it is our own echo. Values are hashed, not stored, so no field content land
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -210,6 +210,20 @@ class FlagsMixin(StoreBase):
                 found.update((row.external_id, row.field, row.value_hash) for row in rows)
         return frozenset(found)
 
+    def forget_overwritten(self, target: str, external_id: str, values: Mapping[str, object]) -> None:
+        """Forget the values we wrote to these fields of a record that now holds other values
+        (``values``: field -> the value the record holds now). A value the service once wrote
+        and has since seen overwritten is no longer its echo: a person setting it back is a
+        real change. One ``executemany``."""
+        rows = [
+            {"target": target, "external_id": external_id, "field": name, "value_hash": value_hash(value)}
+            for name, value in values.items()
+        ]
+        if not rows:
+            return
+        with self._write() as conn:
+            conn.execute(_FORGET_OVERWRITTEN, rows)
+
     def prune_write_memory(self, older_than: timedelta) -> int:
         """Forget writes older than ``older_than``; how many rows went."""
         cutoff = self._now() - older_than
@@ -229,6 +243,13 @@ _WAS_WRITTEN = (
         write_memory.c.value_hash == bindparam("value_hash"),
     )
     .limit(1)
+)
+
+_FORGET_OVERWRITTEN = delete(write_memory).where(
+    write_memory.c.target == bindparam("target"),
+    write_memory.c.external_id == bindparam("external_id"),
+    write_memory.c.field == bindparam("field"),
+    write_memory.c.value_hash != bindparam("value_hash"),
 )
 
 _RECENT_WRITES = select(write_memory.c.external_id, write_memory.c.field, write_memory.c.value_hash).where(

@@ -280,6 +280,27 @@ def load_record(conn: Connection, source: str, kind: str, external_id: str) -> S
     return record_from_row(row) if row is not None else None
 
 
+def load_records(
+    conn: Connection, source: str, kind: str, external_ids: Iterable[str]
+) -> dict[str, StoredRecord]:
+    """The stored records of ``source`` among ``external_ids``, by external id (reads of 500 ids)."""
+    wanted = sorted(set(external_ids))
+    found: dict[str, StoredRecord] = {}
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(
+            _RECORDS_BY_KEYS, {"source": source, "kind": kind, "ids": wanted[start : start + 500]}
+        )
+        found.update((row.external_id, record_from_row(row)) for row in rows)
+    return found
+
+
+_RECORDS_BY_KEYS = select(records).where(
+    records.c.source == bindparam("source"),
+    records.c.kind == bindparam("kind"),
+    records.c.external_id.in_(bindparam("ids", expanding=True)),
+)
+
+
 def find_by_email(conn: Connection, email: str) -> list[StoredRecord]:
     wanted = normalise_email(email)
     if wanted is None:

@@ -54,6 +54,13 @@ class RecordsMixin(StoreBase):
         with self._read() as conn:
             return _q.load_record(conn, source, kind, external_id)
 
+    def get_records(
+        self, source: str, kind: RecordKind, external_ids: Iterable[str]
+    ) -> dict[str, StoredRecord]:
+        """:meth:`get_record` for several ids of one source in one read: the found ones by id."""
+        with self._read() as conn:
+            return _q.load_records(conn, source, kind, external_ids)
+
     def get_record_by_id(self, record_id: int) -> StoredRecord | None:
         with self._read() as conn:
             row = conn.execute(select(records).where(records.c.id == record_id)).one_or_none()

@@ -143,3 +143,19 @@ def test_recent_writes_answers_a_whole_delivery_like_was_written(store: SyncStor
     clock.advance(timedelta(minutes=5))
     assert store.recent_writes("hubspot", ids, window) == {("44", "dealstage", value_hash("closedlost"))}
     assert store.recent_writes("hubspot", [], window) == frozenset()
+
+
+def test_forget_overwritten_drops_only_the_values_a_record_no_longer_holds(store: SyncStore) -> None:
+    store.remember_write("hubspot", "42", "dealstage", "appointmentscheduled")
+    store.remember_write("hubspot", "42", "dealstage", "contractsent")
+    store.remember_write("hubspot", "42", "amount", Decimal("100.00"))
+    store.remember_write("hubspot", "43", "dealstage", "appointmentscheduled")
+    window = timedelta(minutes=10)
+    # HubSpot 42 now holds contractsent (a person moved it there again): the other stage we wrote is
+    # overwritten, the amount and the other record are untouched
+    store.forget_overwritten("hubspot", "42", {"dealstage": "contractsent"})
+    assert not store.was_written("hubspot", "42", "dealstage", "appointmentscheduled", window)
+    assert store.was_written("hubspot", "42", "dealstage", "contractsent", window)
+    assert store.was_written("hubspot", "42", "amount", "100", window)
+    assert store.was_written("hubspot", "43", "dealstage", "appointmentscheduled", window)
+    store.forget_overwritten("hubspot", "42", {})  # nothing to forget: no statement, no error

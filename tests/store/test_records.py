@@ -181,6 +181,19 @@ def test_find_records_by_email_is_case_insensitive(store: SyncStore) -> None:
     assert store.find_records_by_email("  ") == []
 
 
+def test_get_records_reads_several_ids_of_one_source_at_once(store: SyncStore) -> None:
+    ids = [str(n) for n in range(1, 601)]  # more than one read of 500
+    for external_id in ids[::100]:
+        store.upsert_record(_deal(external_id), origin="pipedrive", written_by_worker=False)
+    store.upsert_record(_deal("1", source="hubspot"), origin="hubspot", written_by_worker=False)
+    found = store.get_records("pipedrive", "deal", [*ids, "nope"])
+    assert sorted(found, key=int) == ids[::100]
+    assert all(r.source == "pipedrive" and r.external_id == k for k, r in found.items())
+    assert found["101"] == store.get_record("pipedrive", "deal", "101")
+    assert store.get_records("pipedrive", "lead", ids) == {}
+    assert store.get_records("pipedrive", "deal", []) == {}
+
+
 def test_records_in_stages_lists_longest_in_stage_first(store: SyncStore, clock: FakeClock) -> None:
     old = store.upsert_record(_deal("1", stage=StageKey.PROPOSAL), origin="p", written_by_worker=False).record
     clock.advance(timedelta(days=1))

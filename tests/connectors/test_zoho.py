@@ -284,13 +284,19 @@ class _SameSecondZoho:
         return httpx.Response(200, json=_page(chunk, more=more, token=token, page=start // self.per_page + 1))
 
 
-@pytest.mark.parametrize("inclusive", [True, False], ids=["since>=", "since>"])
-def test_deals_modified_in_the_same_second_are_each_pulled_once(
-    zoho: tuple[ZohoConnector, respx.MockRouter], inclusive: bool
-) -> None:
+@pytest.fixture(params=[True, False], ids=["since>=", "since>"])
+def same_second(
+    zoho: tuple[ZohoConnector, respx.MockRouter], request: pytest.FixtureRequest
+) -> tuple[ZohoConnector, _SameSecondZoho, respx.Route]:
     connector, router = zoho
-    fake = _SameSecondZoho(inclusive=inclusive)
-    router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+    fake = _SameSecondZoho(inclusive=request.param)
+    return connector, fake, router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+
+
+def test_deals_modified_in_the_same_second_are_each_pulled_once(
+    same_second: tuple[ZohoConnector, _SameSecondZoho, respx.Route],
+) -> None:
+    connector, fake, _ = same_second
     t1, t2, t3 = "2026-10-01T10:00:00+00:00", "2026-10-01T10:00:01+00:00", "2026-10-01T10:00:02+00:00"
     # ids out of order within the second: Zoho promises no tie order
     a, b, c, d, e = (_deal(n, at=t) for n, t in ((1, t1), (5, t2), (3, t2), (4, t2), (2, t3)))
@@ -318,13 +324,10 @@ def test_deals_modified_in_the_same_second_are_each_pulled_once(
     assert sorted(pulled(first_page)[0]) == sorted([c["id"], d["id"], e["id"]])
 
 
-@pytest.mark.parametrize("inclusive", [True, False], ids=["since>=", "since>"])
 def test_a_deal_changed_again_in_the_cursors_second_is_pulled_again(
-    zoho: tuple[ZohoConnector, respx.MockRouter], inclusive: bool
+    same_second: tuple[ZohoConnector, _SameSecondZoho, respx.Route],
 ) -> None:
-    connector, router = zoho
-    fake = _SameSecondZoho(inclusive=inclusive)
-    route = router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+    connector, fake, route = same_second
     at = "2026-10-01T11:17:33+05:30"  # 05:47:33 UTC; Modified_Time has second precision
 
     def pulled(cursor: str | None) -> tuple[list[tuple[str, StageKey | None]], str | None]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from sync_worker.broker import enqueue_errors
@@ -79,7 +79,13 @@ class InboxStore(Protocol):
     def mark_enqueued(self, ids: Iterable[int], *, requeued: bool = False) -> int: ...
 
     def pending_enqueue(
-        self, older_than: timedelta, limit: int = 100, *, stale_after: timedelta | None = None
+        self,
+        older_than: timedelta,
+        limit: int = 100,
+        *,
+        stale_after: timedelta | None = None,
+        enqueued_before: datetime | None = None,
+        after: tuple[datetime, int] | None = None,
     ) -> list[InboxEvent]: ...
 
     def get_inbox_event(self, inbox_id: int) -> InboxEvent | None: ...
@@ -262,6 +268,7 @@ def sweep_inbox(
     *,
     older_than: timedelta = timedelta(seconds=30),
     stale_after: timedelta = STALE_AFTER,
+    enqueued_before: datetime | None = None,
     batch_size: int = 200,
     max_batches: int = 50,
     metrics: ReceiverMetrics | None = None,
@@ -269,15 +276,26 @@ def sweep_inbox(
     """Enqueue inbox events stored at least ``older_than`` ago and never enqueued, and events
     enqueued ``stale_after`` ago that are still not processed (their message was lost when Redis
     restarted without its data; handling is idempotent, so a duplicate message is harmless).
+    ``enqueued_before`` (the broker is known to have lost its queue since that instant, see
+    :class:`~sync_worker.broker.QueueLossWatch`) re-sends at once every unprocessed event enqueued
+    until then, without waiting ``stale_after``.
 
-    ``older_than`` leaves in-flight requests time to enqueue their own events. Stops at the first
-    broker failure. Raises :class:`~sync_worker.errors.StoreUnavailableError` if the store is down.
+    ``older_than`` leaves in-flight requests time to enqueue their own events. One sweep sends at
+    most ``max_batches`` batches of ``batch_size``, oldest first; each batch starts after the last
+    row of the one before, so rows whose mark fails (or that come back every sweep) never hold
+    the others back, and the next sweep carries on with whatever is left. Processed events and
+    events that failed for good (a dead letter) are never sent again. Stops at the first broker
+    failure. Raises :class:`~sync_worker.errors.StoreUnavailableError` if the store is down.
     """
     total = 0
+    after: tuple[datetime, int] | None = None
     for _ in range(max_batches):
-        pending = store.pending_enqueue(older_than, batch_size, stale_after=stale_after)
+        pending = store.pending_enqueue(
+            older_than, batch_size, stale_after=stale_after, enqueued_before=enqueued_before, after=after
+        )
         if not pending:
             break
+        after = (pending[-1].received_at, pending[-1].id)
         done, failed = _enqueue_all([event.id for event in pending], enqueue)
         _mark_enqueued(store, done, requeued=True)
         total += len(done)

@@ -1,11 +1,13 @@
 """The Zoho CRM connector: Deals in and out over API v8 (calls in :mod:`connectors.zoho.api`).
 
 Streams: ``deals`` (every live deal; incremental on ``Modified_Time``) and ``deals_deleted``
-(``GET /Deals/deleted``). Cursors are ``<Modified_Time>`` or ``<Modified_Time>|<id>,<id>``: the
-newest modification time seen (second precision, UTC offset) and the ids seen at that second. A
-pull asks ``If-Modified-Since`` one second before the cursor, since whether Zoho compares with
-``>`` or ``>=`` is not documented, and drops what it saw already, so the record at the cursor is
-never counted again and none modified in the cursor's second is skipped.
+(``GET /Deals/deleted``). Cursors are ``<Modified_Time>|<id>:<digest>,...``: the newest
+modification time seen (second precision, UTC offset) and the records seen at that second, each
+with a digest of the fields pulled (deleted entries and cursors of earlier versions carry bare
+ids). A pull asks ``If-Modified-Since`` one second before the cursor, since whether Zoho compares
+with ``>`` or ``>=`` is not documented, and drops what it saw already: the record at the cursor is
+not counted again, while another record modified in the cursor's second, or the same record
+changed again within it (same ``Modified_Time``, other field values), is pulled.
 
 Pushes are ``PUT /crm/v8/Deals`` batches of up to 100 (creates ``POST``), one result per update in
 input order. When Zoho refuses a whole batch of several records (an HTTP 4xx whose per-record
@@ -16,6 +18,8 @@ The service's own writes are the changes whose ``Modified_By.id`` is the integra
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.zoho.api import BATCH_SIZE, ZohoApi
 from connectors.zoho.convert import (
+    FIELDS,
     SOURCE,
     ZohoStage,
     deleted_to_canonical,
@@ -58,43 +63,61 @@ _RETRYABLE_CODES = frozenset({"RECORD_LOCKED", "INTERNAL_ERROR", "TOO_MANY_REQUE
 _log = logging.getLogger(__name__)
 
 
-def parse_cursor(cursor: str | None) -> tuple[datetime | None, frozenset[str]]:
-    """``(time, ids seen at that second)`` of a cursor (None: from the beginning)."""
+def parse_cursor(cursor: str | None) -> tuple[datetime | None, dict[str, str | None]]:
+    """``(time, {id: digest or None} seen at that second)`` of a cursor (None: from the beginning)."""
     if not cursor:
-        return None, frozenset()
+        return None, {}
     moment, _, ids = cursor.partition("|")
     try:
         parsed = parse_time(moment, "cursor")
     except PermanentError as exc:
         raise ConfigError(f"zoho: cursor {cursor[:40]!r} is not <ISO time>[|ids]") from exc
-    return parsed, frozenset(i for i in ids.split(",") if i)
+    seen: dict[str, str | None] = {}
+    for entry in ids.split(","):
+        record_id, _, digest = entry.partition(":")
+        if record_id:
+            seen[record_id] = digest or None
+    return parsed, seen
+
+
+def digest(deal: Mapping[str, Any]) -> str:
+    """A short digest of the pulled fields of ``deal``: tells two versions within one second apart."""
+    values = {field: deal.get(field) for field in ("id", *FIELDS)}
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=4).hexdigest()
 
 
 class _Window:
-    """The newest second seen and the ids seen in it; filters what was seen before."""
+    """The newest second seen and the records seen in it; filters what was seen before."""
 
     def __init__(self, cursor: str | None) -> None:
         self.start, self.seen = parse_cursor(cursor)
-        self.newest, self.at_newest = self.start, set(self.seen)
+        self.newest, self.at_newest = self.start, dict(self.seen)
 
     def since(self) -> str | None:
         return format_time(self.start - timedelta(seconds=1)) if self.start else None
 
-    def is_new(self, moment: datetime, record_id: str) -> bool:
-        if self.start is None:
+    def is_new(self, moment: datetime, record_id: str, version: str | None = None) -> bool:
+        if self.start is None or moment > self.start:
             return True
-        return moment > self.start or (moment == self.start and record_id not in self.seen)
+        if moment < self.start:
+            return False
+        if record_id not in self.seen:
+            return True
+        before = self.seen[record_id]
+        return before is not None and version is not None and before != version
 
-    def add(self, moment: datetime, record_id: str) -> None:
+    def add(self, moment: datetime, record_id: str, version: str | None = None) -> None:
         if self.newest is None or moment > self.newest:
-            self.newest, self.at_newest = moment, {record_id}
+            self.newest, self.at_newest = moment, {record_id: version}
         elif moment == self.newest:
-            self.at_newest.add(record_id)
+            self.at_newest[record_id] = version
 
     def cursor(self) -> str | None:
         if self.newest is None:
             return None
-        return f"{format_time(self.newest)}|{','.join(sorted(self.at_newest))}"
+        seen = (f"{i}:{v}" if v else i for i, v in sorted(self.at_newest.items()))
+        return f"{format_time(self.newest)}|{','.join(seen)}"
 
 
 class ZohoConnector:
@@ -169,14 +192,19 @@ class ZohoConnector:
         window = _Window(cursor)
         pages = self._api.deal_pages(window.since())
         for deals in pages:
-            fresh = []
+            fresh, versions = [], []
             for deal in deals:
                 moment = parse_time(deal.get("Modified_Time"), "Modified_Time")
-                if moment is not None and window.is_new(moment, str(deal.get("id"))):
+                if moment is None:
+                    _log.warning("zoho: deal %s has no Modified_Time; skipped", str(deal.get("id"))[:40])
+                    continue
+                version = digest(deal)
+                if window.is_new(moment, str(deal.get("id")), version):
                     fresh.append(deal)
+                    versions.append(version)
             records = self._records(fresh)
-            for record in records:
-                window.add(record.updated_at, record.external_id)
+            for record, version in zip(records, versions, strict=True):
+                window.add(record.updated_at, record.external_id, version)
             yield PullPage(
                 stream=stream, records=tuple(records), cursor=window.cursor() or cursor, done=False
             )

@@ -107,21 +107,41 @@ class InboxMixin(StoreBase):
         *,
         now: datetime | None = None,
         stale_after: timedelta | None = None,
+        enqueued_before: datetime | None = None,
+        after: tuple[datetime, int] | None = None,
     ) -> list[InboxEvent]:
-        """Events for the sweeper, oldest first: stored but never enqueued for at least
-        ``older_than``; and with ``stale_after``, also enqueued that long ago and still not
-        processed (their message may have been lost, e.g. Redis restarted without its data)."""
+        """Events for the sweeper, oldest first (by ``received_at`` then id), at most ``limit``.
+
+        Stored but never enqueued for at least ``older_than``; with ``stale_after``, also enqueued
+        that long ago and still not processed (their message may have been lost, e.g. Redis
+        restarted without its data); with ``enqueued_before``, also every unprocessed event
+        enqueued at or before that instant (the broker is known to have lost its queue since).
+        Processed events and events whose dead letter was not replayed are never returned, so
+        neither a row processed but never marked enqueued nor one that failed for good is sent
+        again. ``after`` is the ``(received_at, id)`` of the last row of the previous batch: the
+        next batch starts past it, so rows that could not be marked never hold the sweep back.
+        """
         current = as_utc(now) if now is not None else self._now()
-        never = and_(inbox.c.enqueued_at.is_(None), inbox.c.received_at <= current - older_than)
-        wanted = never
-        if stale_after is not None:
-            lost = and_(
-                inbox.c.processed_at.is_(None), inbox.c.enqueued_at <= current - stale_after, ~_dead()
+        wanted: ColumnElement[bool] = and_(
+            inbox.c.enqueued_at.is_(None), inbox.c.received_at <= current - older_than
+        )
+        cutoffs = [current - stale_after] if stale_after is not None else []
+        if enqueued_before is not None:
+            cutoffs.append(as_utc(enqueued_before))
+        if cutoffs:
+            wanted = or_(wanted, inbox.c.enqueued_at <= max(cutoffs))
+        conditions = [wanted, inbox.c.processed_at.is_(None), ~_dead()]
+        if after is not None:
+            received, last_id = as_utc(after[0]), after[1]
+            conditions.append(
+                or_(
+                    inbox.c.received_at > received,
+                    and_(inbox.c.received_at == received, inbox.c.id > last_id),
+                )
             )
-            wanted = or_(never, lost)
         with self._read() as conn:
             rows = conn.execute(
-                select(inbox).where(wanted).order_by(inbox.c.received_at, inbox.c.id).limit(limit)
+                select(inbox).where(*conditions).order_by(inbox.c.received_at, inbox.c.id).limit(limit)
             )
             return [_inbox_event(row) for row in rows]
 

@@ -284,13 +284,19 @@ class _SameSecondZoho:
         return httpx.Response(200, json=_page(chunk, more=more, token=token, page=start // self.per_page + 1))
 
 
-@pytest.mark.parametrize("inclusive", [True, False], ids=["since>=", "since>"])
-def test_deals_modified_in_the_same_second_are_each_pulled_once(
-    zoho: tuple[ZohoConnector, respx.MockRouter], inclusive: bool
-) -> None:
+@pytest.fixture(params=[True, False], ids=["since>=", "since>"])
+def same_second(
+    zoho: tuple[ZohoConnector, respx.MockRouter], request: pytest.FixtureRequest
+) -> tuple[ZohoConnector, _SameSecondZoho, respx.Route]:
     connector, router = zoho
-    fake = _SameSecondZoho(inclusive=inclusive)
-    router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+    fake = _SameSecondZoho(inclusive=request.param)
+    return connector, fake, router.get(f"{API}/crm/v8/Deals").mock(side_effect=fake)
+
+
+def test_deals_modified_in_the_same_second_are_each_pulled_once(
+    same_second: tuple[ZohoConnector, _SameSecondZoho, respx.Route],
+) -> None:
+    connector, fake, _ = same_second
     t1, t2, t3 = "2026-10-01T10:00:00+00:00", "2026-10-01T10:00:01+00:00", "2026-10-01T10:00:02+00:00"
     # ids out of order within the second: Zoho promises no tie order
     a, b, c, d, e = (_deal(n, at=t) for n, t in ((1, t1), (5, t2), (3, t2), (4, t2), (2, t3)))
@@ -316,6 +322,51 @@ def test_deals_modified_in_the_same_second_are_each_pulled_once(
     assert pulled(cursor)[0] == []
     # And the first page's cursor still yields everything after it exactly once
     assert sorted(pulled(first_page)[0]) == sorted([c["id"], d["id"], e["id"]])
+
+
+def test_a_deal_changed_again_in_the_cursors_second_is_pulled_again(
+    same_second: tuple[ZohoConnector, _SameSecondZoho, respx.Route],
+) -> None:
+    connector, fake, route = same_second
+    at = "2026-10-01T11:17:33+05:30"  # 05:47:33 UTC; Modified_Time has second precision
+
+    def pulled(cursor: str | None) -> tuple[list[tuple[str, StageKey | None]], str | None]:
+        pages = list(connector.pull_changes("deals", cursor))
+        assert pages[-1].done
+        return [(r.external_id, r.stage) for p in pages for r in p.records], pages[-1].cursor
+
+    # Given deals 1 and 2 pulled at one second
+    one, two = _deal(1, at=at), _deal(2, at=at)
+    fake.deals = [one, two]
+    first, cursor = pulled(None)
+    assert first == [(one["id"], StageKey.QUALIFIED), (two["id"], StageKey.QUALIFIED)]
+    assert cursor is not None and cursor.startswith("2026-10-01T05:47:33+00:00|")
+    # When nothing changed, neither record at the cursor is a change again
+    assert pulled(cursor) == ([], cursor)
+    # When deal 1 moves on later in that same second (same Modified_Time, another stage)
+    fake.deals = [{**one, "Stage": "Negotiation/Review"}, two]
+    again, moved = pulled(cursor)
+    # Then it is pulled once with its new stage, deal 2 is not, and the next poll finds nothing
+    assert again == [(one["id"], StageKey.NEGOTIATION)]
+    assert pulled(moved) == ([], moved)
+    assert {call.request.headers["If-Modified-Since"] for call in route.calls[2:]} == {
+        "2026-10-01T05:47:32+00:00"
+    }
+
+
+def test_a_cursor_of_bare_ids_still_holds_back_the_records_at_it(
+    zoho: tuple[ZohoConnector, respx.MockRouter],
+) -> None:
+    connector, router = zoho
+    at = "2026-10-01T11:17:33+05:30"
+    moved = {**_deal(1, at=at), "Stage": "Negotiation/Review"}
+    router.get(f"{API}/crm/v8/Deals").respond(
+        json=_page([moved, _deal(2, at=at)], more=False, token=None, page=1)
+    )
+    # A cursor written before digests were kept (or by the deleted stream) names ids only
+    pages = list(connector.pull_changes("deals", f"2026-10-01T05:47:33+00:00|{moved['id']}"))
+    assert [r.external_id for p in pages for r in p.records] == [_deal(2)["id"]]
+    assert pages[-1].cursor is not None and f"|{moved['id']}," in pages[-1].cursor
 
 
 def test_the_stage_clock_starts_no_later_than_modified_time(

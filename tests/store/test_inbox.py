@@ -178,3 +178,49 @@ def test_inbox_depth_counts_only_rows_still_pending(store: SyncStore, clock: Fak
     # When the dead letter is replayed, its row is pending again
     store.mark_replayed(dead)
     assert store.inbox_depth() == 2
+
+
+def test_sweep_is_not_starved_by_rows_processed_but_never_marked_enqueued(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    from sync_worker.intake import sweep_inbox
+
+    # Given 30 rows a worker processed whose enqueue mark never landed, stored before 7 others
+    stuck = store.accept_events("hubspot", [_event(f"s{n}") for n in range(30)]).new_ids
+    for inbox_id in stuck:
+        store.mark_processed(inbox_id)
+    clock.advance(timedelta(seconds=1))
+    waiting = store.accept_events("hubspot", [_event(f"w{n}") for n in range(7)]).new_ids
+    clock.advance(timedelta(minutes=1))
+    # When the sweeper runs with batches smaller than the stuck rows
+    sent: list[int] = []
+    result = sweep_inbox(store, sent.append, batch_size=5, max_batches=3)
+    # Then only the unprocessed rows are sent, each once, oldest first, and the sweep is done
+    assert sent == list(waiting)
+    assert result.enqueued == 7 and not result.broker_failed
+    assert store.pending_enqueue(timedelta(seconds=30)) == []
+
+
+def test_pending_enqueue_pages_past_the_previous_batch(store: SyncStore, clock: FakeClock) -> None:
+    ids = store.accept_events("hubspot", [_event(f"e{n}") for n in range(5)]).new_ids
+    clock.advance(timedelta(minutes=1))
+    first = store.pending_enqueue(timedelta(seconds=30), limit=2)
+    assert [e.id for e in first] == list(ids[:2])
+    # Nothing was marked, yet the next page starts after the last row of the first
+    after = (first[-1].received_at, first[-1].id)
+    second = store.pending_enqueue(timedelta(seconds=30), limit=2, after=after)
+    assert [e.id for e in second] == list(ids[2:4])
+
+
+def test_enqueued_before_resends_unprocessed_rows_at_once(store: SyncStore, clock: FakeClock) -> None:
+    a, b = store.accept_events("hubspot", [_event("a"), _event("b")]).new_ids
+    store.mark_enqueued([a, b])
+    store.mark_processed(b)
+    clock.advance(timedelta(seconds=5))
+    lost_since = clock.now
+    # Long before stale_after, a broker known to have lost its queue gets the unprocessed row back
+    overdue = store.pending_enqueue(
+        timedelta(seconds=30), stale_after=timedelta(minutes=10), enqueued_before=lost_since
+    )
+    assert [e.id for e in overdue] == [a]
+    assert store.pending_enqueue(timedelta(seconds=30), stale_after=timedelta(minutes=10)) == []

@@ -154,22 +154,29 @@ def install_stop_handlers(
     return restore
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to SIGTERM the child when its parent dies (``PR_SET_PDEATHSIG``).
+def _child_preexec(parent: int) -> Callable[[], None]:
+    """The ``preexec_fn`` of every child: SIGHUP ignored until the child installs its own handler,
+    and (on Linux) SIGTERM when its parent dies (``PR_SET_PDEATHSIG``).
 
-    https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html: the signal fires when the
-    thread that forked dies, so children are started from the main thread. Elsewhere: None.
+    A SIGHUP (a reload) that reaches a child still importing, before its handler is in place, would
+    otherwise kill it with the default action; an ignored disposition survives ``exec`` (signal(7))
+    and each child's ``signal.signal(SIGHUP, ...)`` replaces it. A reload missed that way is not lost:
+    the child reads its mappings after that moment, and the holder also reloads on file change.
+    https://man7.org/linux/man-pages/man2/PR_SET_PDEATHSIG.2const.html: the death signal fires when
+    the thread that forked dies, so children are started from the main thread.
     """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
+    linux = sys.platform.startswith("linux")
+    if linux:
+        import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
 
     def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died between fork and prctl
-            os._exit(1)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        if linux:
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died between fork and prctl
+                os._exit(1)
 
     return preexec
 
@@ -178,12 +185,13 @@ _PR_SET_PDEATHSIG = 1
 
 
 def start_child(argv: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``argv`` as a child that stops (SIGTERM) if this process dies, however it dies.
+    """Start ``argv`` as a child that stops (SIGTERM) if this process dies, however it dies, and that
+    a SIGHUP cannot kill before it has installed its handler.
 
     ``env`` adds variables to this process's environment for the child.
     """
     environment = {**os.environ, **env} if env else None
-    return subprocess.Popen(list(argv), env=environment, preexec_fn=_die_with_parent(os.getpid()))  # noqa: S603
+    return subprocess.Popen(list(argv), env=environment, preexec_fn=_child_preexec(os.getpid()))  # noqa: S603
 
 
 @contextlib.contextmanager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from pydantic import SecretStr
 
 from connectors.hubspot.settings import HubSpotSettings
 from sync_worker.commands import COMMANDS, dlq_group, sync_command
+from sync_worker.commands._common import start_child
 from sync_worker.commands.run import supervise
 from sync_worker.commands.sync import since_cursor
 from sync_worker.errors import ConfigError
@@ -162,3 +165,22 @@ def test_run_supervisor_stops_cleanly_on_request() -> None:
     timer = threading.Timer(0.5, stop.set)
     timer.start()
     assert supervise({"a": sleeper, "b": sleeper}, stop, grace=5) == 0
+
+
+def test_a_sighup_before_a_child_installs_its_handler_does_not_kill_it() -> None:
+    # Given a child that is still "importing" (no SIGHUP handler yet) for a moment
+    slow_start = (
+        "import signal, time\n"
+        "time.sleep(1.0)\n"
+        "print(signal.getsignal(signal.SIGHUP) == signal.SIG_IGN, flush=True)\n"
+        "got = []\n"
+        "signal.signal(signal.SIGHUP, lambda *_: got.append(1))\n"
+        "signal.raise_signal(signal.SIGHUP)\n"
+        "raise SystemExit(0 if got else 4)\n"
+    )
+    child = start_child([sys.executable, "-c", slow_start])
+    # When a reload reaches it at once
+    time.sleep(0.2)
+    child.send_signal(signal.SIGHUP)
+    # Then it lives on, and the handler it installs afterwards receives the next SIGHUP
+    assert child.wait(30) == 0

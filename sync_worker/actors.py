@@ -14,7 +14,7 @@ Each actor calls one service function and returns (house style rule 6)::
     push_target("alert")                   -> the configured alert push (leaks.push_alerts), likewise
     scan_leaks_job()                       -> the configured leak scan, then schedule pushes
                                               (and the alert push when the scan queued alerts)
-    sweep_inbox_job()                      -> intake.sweep_inbox (stored but never enqueued events)
+    sweep_inbox_job(enqueued_before=None)  -> intake.sweep_inbox (stored but never enqueued events)
 
 What a worker process needs (store, service, leak scan) is set once per process with
 :func:`configure_actors` (by :class:`sync_worker.runtime.RuntimeMiddleware` at process boot), never
@@ -470,10 +470,13 @@ def _queued_alerts(outcome: object) -> bool:
 
 
 @dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
-def sweep_inbox_job() -> None:
-    """Enqueue inbox events that were stored but never enqueued (the broker was down)."""
+def sweep_inbox_job(enqueued_before: str | None = None) -> None:
+    """Enqueue inbox events that were stored but never enqueued (the broker was down), and those
+    enqueued long ago and still unprocessed; with ``enqueued_before`` (ISO 8601, sent when the
+    broker is known to have lost its queue), at once every unprocessed event enqueued until then."""
     context = current_context()
-    sweep_inbox(context.store, broker_enqueue(process_inbox_event.broker))
+    before = datetime.fromisoformat(enqueued_before) if enqueued_before else None
+    sweep_inbox(context.store, broker_enqueue(process_inbox_event.broker), enqueued_before=before)
 
 
 ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (

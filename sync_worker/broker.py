@@ -68,7 +68,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, urlsplit
 
@@ -101,10 +103,12 @@ __all__ = [
     "HEARTBEAT_TIMEOUT_MS",
     "MAINTENANCE_CHANCE",
     "NOT_RETRYABLE",
+    "QUEUE_MARKER_KEY",
     "REDELIVERY_WATCH_S",
     "UNBOUND_BROKER",
     "DeadLetterMiddleware",
     "DeadLetterSink",
+    "QueueLossWatch",
     "RedeliveryWatch",
     "TransientRetries",
     "broker_middleware",
@@ -116,6 +120,7 @@ __all__ = [
     "describe_failure",
     "enqueue_errors",
     "install_broker",
+    "queue_loss_watch",
 ]
 
 _log = logging.getLogger(__name__)
@@ -478,6 +483,71 @@ _BROKER_CONNECTION_ERROR: Final[type[BaseException]] = (
 def enqueue_errors() -> tuple[type[BaseException], ...]:
     """The exceptions an enqueue raises when the broker cannot take the message right now."""
     return (redis.RedisError, OSError, _BROKER_CONNECTION_ERROR, pika.exceptions.AMQPError)
+
+
+QUEUE_MARKER_KEY: Final = "sync-worker:queue-marker"
+"""A key the scheduler keeps in the broker's Redis, next to the queues (:class:`QueueLossWatch`)."""
+
+_LOSS_MARGIN: Final = timedelta(seconds=2)
+
+
+class QueueLossWatch:
+    """Notices, within one check, that the Redis broker lost the messages it held.
+
+    A marker key lives in the broker's Redis database, beside Dramatiq's queues; whatever takes the
+    queues away (a restart without persistence, ``FLUSHALL``, a fail-over to an empty replica)
+    takes the marker too, and whatever keeps them (AOF or RDB persistence) keeps it. The scheduler
+    checks it every few seconds (:func:`sync_worker.scheduler.queue_loss_job`): while it is there,
+    nothing was lost; when it is gone, :meth:`lost_before` says from when on the queue can be
+    trusted again and the sweeper re-sends at once every unprocessed event enqueued before that,
+    instead of waiting for :data:`~sync_worker.intake.STALE_AFTER`. Then :meth:`mark` sets the
+    marker again. The instant is when Redis started (``INFO server`` ``uptime_in_seconds``, less a
+    small margin for clocks): messages sent after that are on the new queue. When this watch saw
+    the marker since that start (the data vanished while Redis kept running) it is now.
+    https://redis.io/docs/latest/commands/info/ and https://redis.io/docs/latest/operate/oss_and_stack/management/persistence/
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        key: str = QUEUE_MARKER_KEY,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._key = key
+        self._clock = clock
+        self._monotonic = monotonic
+        self._seen_at: float | None = None  # monotonic time this watch last saw the marker
+
+    def __repr__(self) -> str:
+        return f"QueueLossWatch(key={self._key!r})"
+
+    def lost_before(self) -> datetime | None:
+        """None while the marker is there; otherwise the instant before which every enqueued event
+        may have lost its message. Raises a Redis error when Redis does not answer."""
+        if self._client.exists(self._key):
+            self._seen_at = self._monotonic()
+            return None
+        now = self._clock()
+        uptime = float(self._client.info("server").get("uptime_in_seconds", 0))
+        if self._seen_at is not None and self._monotonic() - self._seen_at < uptime:
+            return now  # the data vanished while Redis kept running
+        return now - timedelta(seconds=uptime) + _LOSS_MARGIN
+
+    def mark(self) -> None:
+        """Set the marker (after the re-send it calls for was sent)."""
+        self._client.set(self._key, self._clock().isoformat())
+        self._seen_at = self._monotonic()
+
+
+def queue_loss_watch(broker: Broker) -> QueueLossWatch | None:
+    """The :class:`QueueLossWatch` of a Redis broker; None for RabbitMQ (durable queues) and stubs."""
+    client = getattr(broker, "client", None)
+    if not isinstance(broker, RedisBroker) or client is None:
+        return None
+    return QueueLossWatch(client)
 
 
 def check_broker(broker: Broker) -> None:

@@ -5,8 +5,11 @@ It only *sends messages*; workers do the work. Every ``settings.poll_interval_se
 ``push_target(target)`` (outbox items whose retry time came while nothing else scheduled a push),
 including ``push_target("alert")`` when an alert webhook is configured;
 every :data:`SWEEP_INTERVAL_SECONDS` (or the poll interval, if shorter) ``sweep_inbox_job``; every
-``settings.leak_scan_interval_seconds`` ``scan_leaks_job``. All jobs are due at once when a
-scheduler takes the lead.
+``settings.leak_scan_interval_seconds`` ``scan_leaks_job``. On a Redis broker, every
+:data:`QUEUE_WATCH_SECONDS` it checks that the broker still holds its queue
+(:class:`~sync_worker.broker.QueueLossWatch`); when Redis lost it, it sends
+``sweep_inbox_job(enqueued_before)`` at once, so what the loss took is re-sent within seconds.
+All jobs are due at once when a scheduler takes the lead.
 
 Two schedulers started by mistake must not double the work: the loop runs only while it holds a
 Redis lease lock (:class:`~sync_worker.locks.RedisLock`, ``SET NX PX`` + token, renewed every
@@ -30,23 +33,26 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from sync_worker.actors import poll_source, prepare_targets_job, push_target, scan_leaks_job, sweep_inbox_job
-from sync_worker.broker import enqueue_errors
+from sync_worker.broker import QueueLossWatch, enqueue_errors
 from sync_worker.engine.fullpull import full_streams
 from sync_worker.errors import TransientError
 from sync_worker.leaks.alerts import ALERT_TARGET
 from sync_worker.settings import Settings
 
 __all__ = [
+    "QUEUE_WATCH_SECONDS",
     "SWEEP_INTERVAL_SECONDS",
     "Job",
     "LeaseLock",
     "Scheduler",
+    "queue_loss_job",
     "scheduled_jobs",
 ]
 
 _log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL_SECONDS: Final = 60.0
+QUEUE_WATCH_SECONDS: Final = 5.0
 _SEND_RETRY_SECONDS: Final = 5.0
 
 
@@ -74,14 +80,39 @@ class Job:
             raise ValueError(f"job {self.name}: interval must be > 0 seconds")
 
 
+def queue_loss_job(watch: QueueLossWatch, send: Callable[[str], object] | None = None) -> Job:
+    """Every :data:`QUEUE_WATCH_SECONDS`: when the broker lost its queue, send the sweep that re-sends
+    what it held (``send(enqueued_before)``, default ``sweep_inbox_job.send``), then mark the queue
+    anew. A send that fails leaves the marker missing, so the next check sends it again."""
+    sweep = sweep_inbox_job.send if send is None else send
+
+    def check() -> None:
+        before = watch.lost_before()
+        if before is None:
+            return
+        _log.warning(
+            "broker lost its queue (marker gone): re-sending every unprocessed event enqueued before %s",
+            before.isoformat(),
+        )
+        sweep(before.isoformat())
+        watch.mark()
+
+    return Job("watch_queue", QUEUE_WATCH_SECONDS, check)
+
+
 def scheduled_jobs(
-    settings: Settings, streams: Mapping[str, Sequence[str]], *, push_targets: Sequence[str] | None = None
+    settings: Settings,
+    streams: Mapping[str, Sequence[str]],
+    *,
+    push_targets: Sequence[str] | None = None,
+    queue_watch: QueueLossWatch | None = None,
 ) -> list[Job]:
     """The jobs of a scheduler: polls per source and stream, a periodic full pull of each CRM's
     deals (so deals that vanished are flagged "dropped"), pushes, the inbox sweep, the leak scan.
 
     ``streams`` maps each enabled source to its polled streams
-    (:func:`sync_worker.runtime.enabled_streams`); ``push_targets`` default to those sources.
+    (:func:`sync_worker.runtime.enabled_streams`); ``push_targets`` default to those sources;
+    ``queue_watch`` (a Redis broker's) adds :func:`queue_loss_job`.
     When ``settings.alerts.webhook_url`` is set, ``"alert"`` is pushed too (leak alerts whose retry
     time came).
     """
@@ -108,6 +139,8 @@ def scheduled_jobs(
     jobs.append(Job("prepare_targets", 86400.0, prepare_targets_job.send))
     jobs.append(Job("sweep_inbox", min(SWEEP_INTERVAL_SECONDS, poll), sweep_inbox_job.send))
     jobs.append(Job("scan_leaks", settings.leak_scan_interval_seconds, scan_leaks_job.send))
+    if queue_watch is not None:
+        jobs.append(queue_loss_job(queue_watch))
     return jobs
 
 

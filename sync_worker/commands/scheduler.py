@@ -26,7 +26,7 @@ LOCK_NAME = "scheduler"
 
 def run_scheduler(settings: Settings, stop: threading.Event, *, lock_ttl: float = 30.0) -> None:
     """Install the Redis broker and run the scheduler loop until ``stop`` is set."""
-    from sync_worker.broker import build_broker, install_broker
+    from sync_worker.broker import build_broker, install_broker, queue_loss_watch
     from sync_worker.locks import RedisLock
     from sync_worker.runtime import enabled_streams, redis_client
     from sync_worker.scheduler import Scheduler, scheduled_jobs
@@ -35,7 +35,7 @@ def run_scheduler(settings: Settings, stop: threading.Event, *, lock_ttl: float 
     client = redis_client(settings)
     lock = RedisLock(client, LOCK_NAME, ttl=lock_ttl)
     scheduler = Scheduler(
-        scheduled_jobs(settings, enabled_streams(settings)),
+        scheduled_jobs(settings, enabled_streams(settings), queue_watch=queue_loss_watch(broker)),
         lock=lock,
         renew_every=lock_ttl / 3,
         standby_poll=min(2.0, lock_ttl / 6),

@@ -23,6 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dramatiq
@@ -30,17 +31,24 @@ import psycopg
 import pytest
 
 from sync_worker.actors import INBOX_QUEUE, broker_enqueue, clear_actors, configure_actors
-from sync_worker.broker import UNBOUND_BROKER, broker_middleware, build_broker, install_broker
+from sync_worker.broker import (
+    UNBOUND_BROKER,
+    broker_middleware,
+    build_broker,
+    install_broker,
+    queue_loss_watch,
+)
 from sync_worker.intake import sweep_inbox
 from sync_worker.mappings import MappingsHolder
+from sync_worker.scheduler import QUEUE_WATCH_SECONDS, Scheduler, queue_loss_job
 from sync_worker.settings import default_mappings_dir
 from sync_worker.store import SyncStore, upgrade_database
 from tests.conftest import service_unavailable
 from tests.receiver.conftest import Harness, make_connectors, make_settings
 from tests.store.conftest import PG_ADMIN_DSN
 
-from .brokers import BrokerUnderTest, RestartableBroker
-from .conftest import FIGURES
+from .brokers import BrokerUnderTest, RestartableBroker, RestartableRedis
+from .conftest import FIGURES, RedisServer
 from .test_intake_outages import post
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -198,6 +206,50 @@ def test_broker_restarted_with_messages_waiting_loses_nothing(
         "resent_by_sweeper": swept,
         "lost": 0,
         "run_twice": 0,
+    }
+
+
+def test_redis_losing_its_queue_is_noticed_and_recovered_in_seconds_by_the_scheduler(
+    tmp_path: Path, store: SyncStore, service_factory: Any
+) -> None:
+    # Given a Redis broker without persistence and the scheduler's queue watch already running
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        redis_broker = RestartableRedis(server)
+        service = service_factory(store, redis_broker.url)
+        install_broker(service.broker)
+        watch = queue_loss_watch(service.broker)
+        assert watch is not None
+        stop = threading.Event()
+        scheduler = Scheduler([queue_loss_job(watch)], tick=0.2)
+        thread = threading.Thread(target=scheduler.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            # And acknowledged webhooks whose messages wait on it, no worker running yet
+            answers = service.webhooks(range(BATCHES))
+            assert redis_broker.ready(INBOX_QUEUE) == len(answers)
+            # When Redis restarts empty, and a worker starts
+            redis_broker.restart()
+            restarted = time.monotonic()
+            assert redis_broker.ready(INBOX_QUEUE) == 0
+            service.start_worker()
+            # Then the scheduler notices the loss and every event is applied once, within seconds,
+            # with no sweep of stale rows (that one waits STALE_AFTER, ten minutes)
+            assert service.drained(timeout=60.0), service.store.inbox_depth()
+            recovered = time.monotonic() - restarted
+        finally:
+            stop.set()
+            thread.join(10)
+        service.assert_each_applied_once()
+        assert recovered < QUEUE_WATCH_SECONDS + 30.0
+    finally:
+        server.stop()
+    FIGURES["redis lost its queue, scheduler watching (redis)"] = {
+        "acknowledged": service.acknowledged,
+        "lost": 0,
+        "run_twice": 0,
+        "recovered_s": round(recovered, 1),
     }
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 from dramatiq.brokers.stub import StubBroker
 
+from sync_worker.broker import QUEUE_MARKER_KEY, QueueLossWatch, queue_loss_watch
 from sync_worker.errors import TransientError
 from sync_worker.locks import RedisLock
-from sync_worker.scheduler import Job, Scheduler, scheduled_jobs
+from sync_worker.scheduler import QUEUE_WATCH_SECONDS, Job, Scheduler, queue_loss_job, scheduled_jobs
 from sync_worker.settings import Settings
 from tests.runtime.conftest import EnqueueLog
 
@@ -174,3 +176,73 @@ def test_two_schedulers_one_enqueues_and_the_standby_takes_over(redis_client: re
             thread.join(5)
     # And a clean stop releases the lock
     assert redis_client.get(locks["a"].key) is None
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.wall = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+        self.mono = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+@pytest.mark.redis
+def test_queue_loss_watch_tells_when_the_broker_lost_its_queue(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    watch = QueueLossWatch(redis_client, clock=lambda: clock.wall, monotonic=lambda: clock.mono)
+    uptime = float(redis_client.info("server")["uptime_in_seconds"])
+    # Given a Redis this watch never saw marked: anything enqueued before Redis started is suspect
+    before = watch.lost_before()
+    assert before is not None
+    assert abs((clock.wall - before).total_seconds() - (uptime - 2.0)) <= 2.0
+    # When the marker is set, nothing is lost, check after check
+    watch.mark()
+    clock.advance(5)
+    assert watch.lost_before() is None
+    clock.advance(5)
+    assert watch.lost_before() is None
+    # When the data vanishes while Redis keeps running (FLUSHDB), everything until now is suspect
+    redis_client.flushdb()
+    clock.advance(5)
+    assert watch.lost_before() == clock.wall
+
+
+@pytest.mark.redis
+def test_queue_loss_job_sends_one_sweep_per_loss_and_retries_a_failed_send(redis_client: redis.Redis) -> None:
+    watch = QueueLossWatch(redis_client)
+    sent: list[datetime] = []
+    failing = [True]
+
+    def send(before: str) -> None:
+        if failing[0]:
+            raise redis.ConnectionError("broker down")
+        sent.append(datetime.fromisoformat(before))
+
+    scheduler = Scheduler([queue_loss_job(watch, send)])
+    # Given a lost queue and a send the broker refuses: the marker stays unset, the job is retried
+    assert scheduler.run_once(0.0) == []
+    assert redis_client.exists(QUEUE_MARKER_KEY) == 0
+    # When the broker takes it: one sweep, and the queue is marked
+    failing[0] = False
+    assert scheduler.run_once(QUEUE_WATCH_SECONDS) == ["watch_queue"]
+    assert len(sent) == 1 and redis_client.exists(QUEUE_MARKER_KEY) == 1
+    # And no further sweep while the marker stays
+    scheduler.run_once(2 * QUEUE_WATCH_SECONDS)
+    scheduler.run_once(3 * QUEUE_WATCH_SECONDS)
+    assert len(sent) == 1
+    # Until the queue is lost again
+    redis_client.flushdb()
+    scheduler.run_once(4 * QUEUE_WATCH_SECONDS)
+    assert len(sent) == 2 and sent[1] >= sent[0]
+
+
+def test_scheduled_jobs_watch_the_queue_only_on_a_redis_broker(stub_broker: StubBroker) -> None:
+    settings = Settings()
+    assert queue_loss_watch(stub_broker) is None
+    names = {job.name for job in scheduled_jobs(settings, {"hubspot": ("deals",)})}
+    assert "watch_queue" not in names
+    watch = QueueLossWatch(redis.Redis())
+    jobs = {job.name: job for job in scheduled_jobs(settings, {"hubspot": ("deals",)}, queue_watch=watch)}
+    assert jobs["watch_queue"].interval == QUEUE_WATCH_SECONDS

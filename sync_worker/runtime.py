@@ -279,7 +279,10 @@ def build_runtime(
         return limiter_for(system, settings, client) if shared_limits else None
 
     connectors = build_connectors(settings, lambda: holder.current, limiter=limiter, clock=clock)
-    config = EngineConfig(own_change_sources=own_markers(settings))
+    # A create left unfinished is taken over once a poll of its target had time to bring in the
+    # deal it may have made (two poll intervals), and never sooner than five minutes.
+    lease = max(timedelta(minutes=5), timedelta(seconds=2 * settings.poll_interval_seconds))
+    config = EngineConfig(own_change_sources=own_markers(settings), create_lease=lease)
     if coalesce_window is not None:
         config = replace(config, coalesce_window=coalesce_window)
     service = SyncService(store, holder, connectors, clock=clock, config=config)

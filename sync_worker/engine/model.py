@@ -77,7 +77,10 @@ class EngineConfig:
     comes back. ``own_change_sources``: per source, the ``change_source`` values that mean "the
     service itself wrote this" (HubSpot ``INTEGRATION:<app id>``, Pipedrive ``api:<user id>``).
     ``max_attempts``: a retryable push failing this many times goes dead. ``retry_base``: first
-    retry delay, doubled per attempt, capped at ``retry_cap``.
+    retry delay, doubled per attempt, capped at ``retry_cap``. ``create_lease``: a create claimed
+    this long ago that still has no result was left by a push whose worker died mid-write; the
+    next push takes it over (after looking for the deal it may have made, see
+    :mod:`sync_worker.engine.push`) instead of waiting for it forever.
     """
 
     coalesce_window: timedelta = timedelta(seconds=2)
@@ -86,6 +89,7 @@ class EngineConfig:
     max_attempts: int = 8
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(hours=1)
+    create_lease: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

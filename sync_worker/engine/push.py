@@ -7,7 +7,12 @@
   https://developers.hubspot.com/docs/api/crm/deals).
 * Creates: the create key is claimed (``claim_key``) before the write, so a replay never creates
   a second deal; when the key is already claimed with a result, the item becomes an update of the
-  deal created then. The new record is stored and linked to the record it came from.
+  deal created then. The new record is stored and linked to the record it came from. A claim with
+  no result older than ``EngineConfig.create_lease`` was left by a push whose worker died between
+  the claim and the answer: the next push takes it over (one taker, ``take_over_claim``). The dead
+  push may have created the deal before dying, so the store is searched first for a record of the
+  target linked to the origin (a later poll brings such a deal in, linked by the ids the create
+  carried); found, the item becomes an update of it; not found, the deal is created.
 * After a write: every written value is remembered (``remember_write``) so its echo is
   recognised, and the stored copy of the target record is brought up to date.
 * Failures: a retryable one is retried later with a growing delay (dead after
@@ -231,19 +236,41 @@ def _store_written(
         store.link_records([int(plan.origin_record_id), change.record.id])
 
 
-def _claim_create(store: SyncStore, plan: Plan) -> bool:
+def _claim_create(store: SyncStore, target: str, plan: Plan, *, config: EngineConfig, now: datetime) -> bool:
     """Claim the create of a planned new deal; False when it must wait (claimed, no result yet)."""
-    if plan.create_key is None or plan.external_id is not None:
+    key = plan.create_key
+    if key is None or plan.external_id is not None:
         return True
-    if store.claim_key(plan.create_key):
+    if store.claim_key(key, at=now):
         plan.claimed = True
         return True
-    previous = store.key_result(plan.create_key) or {}
+    previous = store.key_result(key) or {}
     created = previous.get("external_id")
     if created:
         plan.external_id = str(created)  # created before: this is now an update of that deal
         return True
-    return False
+    if not store.take_over_claim(key, claimed_before=now - config.create_lease, at=now):
+        return False  # another push is creating it right now
+    made = _made_before(store, target, plan)
+    if made is not None:
+        _log.warning("create %s: left unfinished by a push that died; the deal it made is %s", key, made)
+        store.record_result(key, {"external_id": made})
+        plan.external_id = made
+        return True
+    _log.warning("create %s: left unfinished by a push that died, no such deal known: creating it", key)
+    plan.claimed = True
+    return True
+
+
+def _made_before(store: SyncStore, target: str, plan: Plan) -> str | None:
+    """The id of a ``target`` record already linked to the plan's origin (a deal a dead push made)."""
+    if plan.origin_record_id is None:
+        return None
+    kind = "lead" if plan.kind == "lead" else "deal"
+    for record in store.linked_records(int(plan.origin_record_id)):
+        if record.source == target and record.kind == kind:
+            return record.external_id
+    return None
 
 
 def _advance_filter(
@@ -357,7 +384,7 @@ def _plan_writes(
     retried = skipped = 0
     stored, written = _targets_now(store, target, plans, config=config, now=now)
     for plan in plans:
-        if not _claim_create(store, plan):
+        if not _claim_create(store, target, plan, config=config, now=now):
             for item in plan.items:
                 store.mark_outbox_failed(
                     item.id, "waiting for the deal being created", now + config.retry_base

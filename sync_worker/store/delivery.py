@@ -52,9 +52,12 @@ class DeliveryMixin(StoreBase):
 
     # -- idempotency keys ----------------------------------------------------------------------
 
-    def claim_key(self, key: str) -> bool:
-        """True for the first caller only, across threads and processes (unique key, ON CONFLICT)."""
-        now = self._now()
+    def claim_key(self, key: str, *, at: datetime | None = None) -> bool:
+        """True for the first caller only, across threads and processes (unique key, ON CONFLICT).
+
+        ``at`` is the claim's time (default now), which :meth:`take_over_claim` compares with.
+        """
+        now = as_utc(at) if at is not None else self._now()
         with self._write() as conn:
             claimed = conn.execute(
                 built_once(conn, "claim_key", _build_claim), {"key": key, "processed_at": now}
@@ -80,6 +83,23 @@ class DeliveryMixin(StoreBase):
             ).scalar_one_or_none()
             value = load_json(raw)
             return value if isinstance(value, dict) else None
+
+    def take_over_claim(self, key: str, *, claimed_before: datetime, at: datetime | None = None) -> bool:
+        """Take over a claim made before ``claimed_before`` that still has no result (whoever made
+        it died mid-work); True for one caller only (a conditional ``UPDATE``), who now holds it
+        from ``at`` (default now)."""
+        now = as_utc(at) if at is not None else self._now()
+        with self._write() as conn:
+            changed = conn.execute(
+                update(processed_keys)
+                .where(
+                    processed_keys.c.key == key,
+                    processed_keys.c.result.is_(None),
+                    processed_keys.c.processed_at < as_utc(claimed_before),
+                )
+                .values(processed_at=now)
+            ).rowcount
+            return bool(changed)
 
     def release_key(self, key: str) -> None:
         """Forget a claim whose work failed, so a retry can claim it again."""

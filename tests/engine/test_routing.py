@@ -9,6 +9,7 @@ from sync_worker.canonical import (
     StageKey,
     WebhookEvent,
 )
+from sync_worker.engine.model import EngineConfig
 from sync_worker.store import SyncStore
 
 from .fakes import T0
@@ -175,6 +176,53 @@ def test_a_create_claimed_before_turns_into_an_update(world: World, store: SyncS
     # Then HubSpot deal 555 is updated, not a new deal created
     (update,) = world.hubspot.updates
     assert update.external_id == "555"
+
+
+DEAD_PUSH_KEY = "create:hubspot:lagrowthmachine:lead:L1"
+
+
+def _reply_whose_create_a_dead_push_claimed(world: World, store: SyncStore) -> None:
+    """A reply routed to a HubSpot create that a push claimed, then died (no result recorded)."""
+    assert store.claim_key(DEAD_PUSH_KEY, at=world.clock())
+    world.service.ingest_record(reply("L1", "ada@example.com", T0))
+
+
+def test_a_create_left_unfinished_by_a_dead_push_is_taken_over_after_the_lease(
+    world: World, store: SyncStore
+) -> None:
+    # Given a push that claimed the HubSpot create of a reply, then died before HubSpot answered
+    _reply_whose_create_a_dead_push_claimed(world, store)
+    # When the next push runs while the claim is fresh: the create waits (someone may be on it)
+    world.push_all()
+    assert world.hubspot.updates == []
+    # When the lease has run out with no result: one push takes the create over and makes the deal
+    world.push_all(after=EngineConfig().create_lease + timedelta(seconds=1))
+    (created,) = world.hubspot.updates
+    assert created.external_id is None
+    # And it is made once: later pushes find the result and create nothing more
+    world.push_all(after=EngineConfig().create_lease * 2)
+    assert [u.external_id for u in world.hubspot.updates] == [None]
+    assert (store.key_result(DEAD_PUSH_KEY) or {}).get("external_id") == "901"
+
+
+def test_a_create_taken_over_becomes_an_update_of_the_deal_the_dead_push_made(
+    world: World, store: SyncStore
+) -> None:
+    # Given a push that created the HubSpot deal of a reply, then died before recording it
+    _reply_whose_create_a_dead_push_claimed(world, store)
+    world.pipedrive.applied.clear()
+    # And a later poll brought that deal in, linked to the lead by the id the create carried
+    polled = deal("hubspot", "777", StageKey.CONTACTED, T0, links={"lagrowthmachine": "L1"})
+    world.service.ingest_record(polled)
+    lead = store.get_record("lagrowthmachine", "lead", "L1")
+    made = store.get_record("hubspot", "deal", "777")
+    assert lead is not None and made is not None
+    store.link_records([lead.id, made.id])
+    # When the lease runs out
+    world.push_all(after=EngineConfig().create_lease + timedelta(seconds=1))
+    # Then no second deal: whatever is written goes to deal 777, and the create key names it
+    assert all(u.external_id == "777" for u in world.hubspot.updates)
+    assert (store.key_result(DEAD_PUSH_KEY) or {}).get("external_id") == "777"
 
 
 def test_inbox_event_handled_twice_writes_once(world: World, store: SyncStore) -> None:

@@ -25,6 +25,24 @@ def test_claim_key_is_true_once(store: SyncStore) -> None:
     assert store.claim_key("push:hubspot:1") is True
 
 
+def test_a_claim_left_without_result_is_taken_over_once_after_its_lease(
+    store: SyncStore, clock: FakeClock
+) -> None:
+    start = clock.now
+    assert store.claim_key("create:hubspot:lead:1", at=start)
+    # A fresh claim is not taken over
+    assert store.take_over_claim("create:hubspot:lead:1", claimed_before=start) is False
+    # An old one is, by one caller, who now holds it from its own time
+    later = start + timedelta(minutes=10)
+    cutoff = later - timedelta(minutes=5)
+    assert store.take_over_claim("create:hubspot:lead:1", claimed_before=cutoff, at=later) is True
+    assert store.take_over_claim("create:hubspot:lead:1", claimed_before=cutoff, at=later) is False
+    # A claim with a result is never taken over, however old
+    store.record_result("create:hubspot:lead:1", {"external_id": "9"})
+    assert store.take_over_claim("create:hubspot:lead:1", claimed_before=later + timedelta(days=1)) is False
+    assert store.take_over_claim("never-claimed", claimed_before=later) is False
+
+
 @pytest.mark.parametrize("threads", [8])
 def test_claim_key_under_concurrency_has_one_winner(store: SyncStore, threads: int) -> None:
     # Given many workers racing for the same keys at the same instant

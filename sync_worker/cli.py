@@ -9,14 +9,19 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sync_worker import __version__
 from sync_worker.errors import ConfigError, MappingError, SyncWorkerError
 from sync_worker.settings import Settings, load_settings, setting_rows
+
+if TYPE_CHECKING:
+    from sync_worker.leaks.scan import ScanResult
+    from sync_worker.store import SyncStore
 
 __all__ = ["main"]
 
@@ -272,7 +277,7 @@ def leaks_command(
     """Report open leak flags, the funnel per stage and the weighted pipeline forecast (per deal)."""
     if ctx.invoked_subcommand is not None:
         return
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from sync_worker.mappings import load_mappings
     from sync_worker.plugins import deal_links
@@ -314,21 +319,58 @@ def leaks_command(
     _emit(text, output, f"{output_format} report")
 
 
+class _DryRun(Exception):
+    """Raised inside the scan's unit of work to roll a dry run back; carries the result."""
+
+    def __init__(self, result: ScanResult) -> None:
+        super().__init__("dry run")
+        self.result = result
+
+
 @leaks_command.command("scan")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    default=None,
+    help="evaluate the rules as of this time (ISO 8601; no offset means UTC) instead of now;"
+    " implies --dry-run unless --write is given",
+)
+@click.option(
+    "--dry-run/--write",
+    "dry_run",
+    default=None,
+    help="--dry-run: list what the scan would raise and clear, write nothing (default with"
+    " --as-of); --write: store the flags and queue their write-backs (default otherwise)",
+)
 @click.pass_context
 @_errors_to_exit_codes
-def leaks_scan(ctx: click.Context) -> None:
+def leaks_scan(ctx: click.Context, as_of: datetime | None, dry_run: bool | None) -> None:
     """Run the leak scan now (the workers also scan after each completed full pull and on the
-    interval); write-backs and alerts it queues wait in the outbox for the workers to push."""
+    interval); write-backs and alerts it queues wait in the outbox for the workers to push.
+
+    With --as-of T the rules are evaluated as if it were T (a reply older than the reply SLA at T
+    is unanswered, a deal in a stage longer than its limit at T is stalled): a rehearsal that
+    writes nothing unless --write is given."""
     from sync_worker.activity import note_scan
     from sync_worker.commands._common import prepare_store
     from sync_worker.runtime import build_runtime
 
+    when = None if as_of is None else (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC))
+    rehearse = dry_run if dry_run is not None else when is not None
     settings = _settings(ctx)
     prepare_store(settings, migrate=False)
     runtime = build_runtime(settings, watch_mappings=False, shared_limits=False)
     try:
-        result = runtime.scan_leaks()
+        if rehearse:
+            try:
+                with runtime.store.unit():
+                    raise _DryRun(runtime.scan_leaks(as_of=when))
+            except _DryRun as rolled_back:
+                result = rolled_back.result
+            _echo_dry_run(runtime.store, result, when)
+            return
+        result = runtime.scan_leaks(as_of=when)
         note_scan(runtime.store, sum(result.open_by_rule.values()))
     finally:
         runtime.close()
@@ -336,6 +378,25 @@ def leaks_scan(ctx: click.Context) -> None:
     click.echo(
         f"leak scan done: {len(result.raised)} raised, {len(result.cleared)} cleared,"
         f" {result.queued} write-back(s)/alert(s) queued; open: {open_flags}"
+    )
+
+
+def _echo_dry_run(store: SyncStore, result: ScanResult, when: datetime | None) -> None:
+    """What a rolled-back scan would have done, one line per flag it would raise or clear."""
+    names: dict[int, str] = {}
+    for record_id in {flag.record_id for flag in (*result.raised, *result.cleared)}:
+        record = store.get_record_by_id(record_id)
+        if record is not None:
+            names[record_id] = f"{record.source} {record.kind} {record.external_id}"
+    for verb, flags in (("would raise", result.raised), ("would clear", result.cleared)):
+        for flag in sorted(flags, key=lambda f: (f.rule, f.record_id)):
+            name = names.get(flag.record_id, f"record {flag.record_id}")
+            click.echo(f"{verb} {flag.rule}: {name}: {flag.reason}")
+    open_flags = ", ".join(f"{rule} {n}" for rule, n in sorted(result.open_by_rule.items()) if n) or "none"
+    at = when.isoformat() if when is not None else "now"
+    click.echo(
+        f"dry run as of {at}: {len(result.raised)} would be raised, {len(result.cleared)} cleared,"
+        f" {result.queued} write-back(s)/alert(s) queued; open then: {open_flags}; nothing was written"
     )
 
 

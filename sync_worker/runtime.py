@@ -174,8 +174,9 @@ class Runtime:
     alert_client: ApiClient | None = field(default=None, repr=False)
     _closed: bool = field(default=False, repr=False)
 
-    def scan_leaks(self) -> ScanResult:
-        """One leak scan at the current time (write-backs and alerts go through the outbox).
+    def scan_leaks(self, *, as_of: datetime | None = None) -> ScanResult:
+        """One leak scan at the current time, or as of ``as_of`` (write-backs and alerts go through
+        the outbox).
 
         Vanished deals are judged against the last complete full pull of the deal stream of each
         enabled source whose spec has one (:attr:`~sync_worker.plugins.ConnectorSpec.full_stream`).
@@ -187,7 +188,7 @@ class Runtime:
         return scan_leaks(
             self.store,
             self.mappings.current.model,
-            now=self.clock(),
+            now=as_of if as_of is not None else self.clock(),
             full_pull_started=full_pull_started(self.store, streams),
             alerts=self.settings.alerts.webhook_url is not None,
             diverged_grace=self.diverged_grace,

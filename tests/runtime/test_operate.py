@@ -17,6 +17,7 @@ from sync_worker.actors import LocalPushGuard, configure_actors, poll_source, pu
 from sync_worker.canonical import CanonicalRecord, StageKey
 from sync_worker.store import SyncStore
 from tests.core.test_cli import REPO, _run
+from tests.engine.world import reply
 from tests.runtime.conftest import REDIS_URL
 from tests.runtime.test_actors import FakeService, drain, service, worker  # noqa: F401 - fixtures
 from tests.runtime.test_commands import hubspot_url  # noqa: F401 - the HubSpot sandbox fixture
@@ -128,6 +129,31 @@ def test_leaks_scan_scans_now_and_status_says_when(
     assert store.open_flags_by_rule() == {"stalled": 1}
     status = json.loads(_run("status", "--json", cwd=tmp_path, env=env).stdout)
     assert status["open_flags"] == {"stalled": 1} and status["last_scan"] is not None
+
+
+def test_leaks_scan_as_of_rehearses_the_rules_at_another_time_and_writes_only_when_asked(
+    store: SyncStore, store_path: Path, tmp_path: Path
+) -> None:
+    # Given a lead that replied an hour ago (the reply SLA is 3 days) and no deal that followed
+    replied = datetime.now(UTC) - timedelta(hours=1)
+    lead = reply("L9", "ada@example.com", replied)
+    store.upsert_record(lead, origin="lagrowthmachine", written_by_worker=False, seen_at=replied)
+    env = {"SYNC_DATABASE_URL": f"sqlite:///{store_path}", "SYNC_MAPPINGS_DIR": str(REPO / "mappings")}
+    # When the scan runs now, nothing is unanswered yet
+    assert "0 would be raised" in _run("leaks", "scan", "--dry-run", cwd=tmp_path, env=env).stdout
+    # When it is rehearsed five days ahead: the reply is unanswered then, and nothing is written
+    ahead = (replied + timedelta(days=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    rehearsed = _run("leaks", "scan", "--as-of", ahead, cwd=tmp_path, env=env)
+    assert rehearsed.returncode == 0, rehearsed.stderr
+    assert "would raise unanswered: lagrowthmachine lead L9: replied more than 3 days ago" in rehearsed.stdout
+    assert f"dry run as of {ahead}+00:00: 1 would be raised" in rehearsed.stdout
+    assert "nothing was written" in rehearsed.stdout
+    assert store.open_flags_by_rule() == {}
+    # When the operator asks for it to be written, the flag is stored as of that time
+    written = _run("leaks", "scan", "--as-of", ahead, "--write", cwd=tmp_path, env=env)
+    assert written.returncode == 0, written.stderr
+    assert "leak scan done: 1 raised" in written.stdout
+    assert store.open_flags_by_rule() == {"unanswered": 1}
 
 
 def test_a_completed_full_pull_is_followed_by_a_leak_scan(

@@ -20,7 +20,7 @@ gives the actors :meth:`Runtime.push_alerts` for ``push_target("alert")``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -33,7 +33,7 @@ from dramatiq import Broker
 from sync_worker.actors import PushLock, configure_actors
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService, full_streams
-from sync_worker.engine.model import PushStats
+from sync_worker.engine.model import EngineConfig, PushStats
 from sync_worker.errors import ConfigError, StoreUnavailableError
 from sync_worker.http import ApiClient
 from sync_worker.leaks.scan import ScanResult
@@ -200,9 +200,7 @@ class Runtime:
     @property
     def diverged_grace(self) -> timedelta:
         """How long copies may disagree before ``diverged``: a poll interval plus the push time."""
-        return (
-            timedelta(seconds=self.settings.poll_interval_seconds) + 2 * self.service.config.coalesce_window
-        )
+        return diverged_grace(self.settings, self.service.config)
 
     def push_alerts(self, limit: int = 100) -> PushStats:
         """Send the queued leak alerts (:func:`sync_worker.leaks.push_alerts`); ConfigError if unset."""
@@ -256,6 +254,11 @@ class Runtime:
         self.redis.close()
 
 
+def diverged_grace(settings: Settings, config: EngineConfig) -> timedelta:
+    """How long copies may disagree before ``diverged``: a poll interval plus the push time."""
+    return timedelta(seconds=settings.poll_interval_seconds) + 2 * config.coalesce_window
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -286,7 +289,14 @@ def build_runtime(
     config = EngineConfig(own_change_sources=own_markers(settings), create_lease=lease)
     if coalesce_window is not None:
         config = replace(config, coalesce_window=coalesce_window)
-    service = SyncService(store, holder, connectors, clock=clock, config=config)
+    grace = diverged_grace(settings, config)
+
+    def clear_moved_flags(record_ids: Sequence[int]) -> None:
+        from sync_worker.leaks import clear_moved
+
+        clear_moved(store, holder.current.model, record_ids, now=clock(), diverged_grace=grace)
+
+    service = SyncService(store, holder, connectors, clock=clock, config=config, on_moved=clear_moved_flags)
     _start_routes(store, holder.current, clock())
     alerts = None
     if settings.alerts.webhook_url is not None:

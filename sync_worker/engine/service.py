@@ -42,6 +42,9 @@ class _Holder(Protocol):
 MappingsSource = _Holder | Callable[[], Mappings] | Mappings
 
 
+_MOVES = frozenset({"stage", "status"})
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -52,7 +55,10 @@ class SyncService:
     ``mappings`` is a :class:`~sync_worker.mappings.MappingsHolder` (its ``current`` is read on
     every call, so a reload takes effect at once), a callable returning the current mappings, or
     one fixed :class:`~sync_worker.mappings.Mappings`. ``connectors`` maps a system name to its
-    connector. ``clock`` supplies "now" (timezone-aware UTC).
+    connector. ``clock`` supplies "now" (timezone-aware UTC). ``on_moved`` is called, inside the
+    unit of work that stored it, with the id of each record whose stage or status just changed
+    (the runtime clears the deal's leak flags that no longer hold, at once rather than at the next
+    scan).
     """
 
     def __init__(
@@ -63,8 +69,10 @@ class SyncService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         config: EngineConfig | None = None,
+        on_moved: Callable[[Sequence[int]], object] | None = None,
     ) -> None:
         self._store = store
+        self._on_moved = on_moved
         self._mappings = mappings
         self._connectors = dict(connectors)
         self._clock = clock
@@ -114,6 +122,8 @@ class SyncService:
             queued, targets = route_observation(
                 self._store, mappings, mappings.model, obs, config=self._config, clock=self._clock
             )
+            if self._on_moved is not None and obs.change.applied and obs.changed & _MOVES:
+                self._on_moved([obs.change.record.id])
         return IngestResult(
             source=record.source,
             external_id=record.external_id,

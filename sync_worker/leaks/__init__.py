@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sync_worker.leaks.alerts import ALERT_TARGET, alert_client, alert_payload, push_alerts, send_alert
 from sync_worker.leaks.rules import RULES, RuleBook, clear_flag, leak_flag
-from sync_worker.leaks.scan import ORIGIN, ScanResult, leak_gauges, scan_leaks
+from sync_worker.leaks.scan import ORIGIN, ScanResult, clear_moved, leak_gauges, scan_leaks
 from sync_worker.leaks.wire import deserialise_update, serialise_update
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "alert_client",
     "alert_payload",
     "clear_flag",
+    "clear_moved",
     "deserialise_update",
     "leak_flag",
     "leak_gauges",

@@ -34,6 +34,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import Connection
+
 from sync_worker.canonical import CanonicalUpdate, StageModel
 from sync_worker.engine.outbox import ALERT, FLAG
 from sync_worker.leaks.alerts import ALERT_TARGET, alert_payload, digest_payload, wants_own_alert
@@ -46,7 +48,7 @@ from sync_worker.store.models import FlagRule, StoredFlag
 from sync_worker.store.record_queries import DealCopy, deal_copies
 from sync_worker.store.types import as_utc
 
-__all__ = ["ORIGIN", "DealLinks", "ScanResult", "last_scan_at", "leak_gauges", "scan_leaks"]
+__all__ = ["ORIGIN", "DealLinks", "ScanResult", "clear_moved", "last_scan_at", "leak_gauges", "scan_leaks"]
 
 DealLinks = Mapping[str, Callable[[str], str | None]]
 """source -> (external id -> the deal's URL in that system, or None); filled from the connector specs."""
@@ -121,7 +123,7 @@ def scan_leaks(
             cleared_ids += _q.clear_rule(conn, rule, branches, now=when)
             raised_ids += _q.raise_rule(conn, branches, rule)
 
-        cleared = [item for item in _q.flagged_records(conn, cleared_ids) if item.flag.written_to_crm_at]
+        cleared = _written_back(conn, cleared_ids)
         to_write = _q.pending_flags(conn, "written_to_crm_at")
         to_alert = _q.pending_flags(conn, "alerted_at") if alerts else []
         copies = deal_copies(conn, [item.flag.record_id for item in (*cleared, *to_write, *to_alert)])
@@ -174,6 +176,49 @@ def scan_leaks(
         queued=len(rows),
         alerts=queued_alerts,
     )
+
+
+def clear_moved(
+    store: SyncStore,
+    model: StageModel,
+    record_ids: Sequence[int],
+    *,
+    now: datetime,
+    diverged_grace: timedelta | None = None,
+) -> tuple[StoredFlag, ...]:
+    """Clear at once the open flags of these records' deals that no longer hold, because the deal
+    just moved (a stage or status change of one of its copies), and queue the clear for every copy
+    they were written to: what the next scan would do for these deals, without waiting for it.
+    Raises nothing new (that stays the scan's job). Runs in the caller's unit of work; the cleared
+    flags.
+
+    Vanished-deal ("dropped") flags are judged as a scan with no full pull: they stay until a
+    scan after a full pull, or the deal being seen again, clears them.
+    """
+    ids = sorted(set(record_ids))
+    if not ids:
+        return ()
+    when = as_utc(now)
+    with store._write() as conn:
+        if not _q.open_flags_of_deals(conn, ids):
+            return ()
+        book = RuleBook.from_model(model, diverged_grace=diverged_grace)
+        dialect = conn.dialect.name
+        cleared_ids: list[int] = []
+        for rule in RULES:
+            branches = _q.branches_for(rule, book, now=when, dialect=dialect, full_pull_started={})
+            cleared_ids += _q.clear_rule(conn, rule, branches, now=when, of_records=ids)
+        if not cleared_ids:
+            return ()
+        cleared = _written_back(conn, cleared_ids)
+        copies = deal_copies(conn, [item.flag.record_id for item in cleared])
+        _q.enqueue_outbox_rows(conn, _writes(cleared, copies, "clear"), now=when)
+        return tuple(item.flag for item in _q.flagged_records(conn, cleared_ids))
+
+
+def _written_back(conn: Connection, flag_ids: Sequence[int]) -> list[_q.FlaggedRecord]:
+    """The flags among ``flag_ids`` that were written to the CRMs (their clear must be written too)."""
+    return [item for item in _q.flagged_records(conn, flag_ids) if item.flag.written_to_crm_at]
 
 
 def _writes(

@@ -68,6 +68,7 @@ __all__ = [
     "last_scan_at",
     "mark_flags",
     "open_flag_totals",
+    "open_flags_of_deals",
     "pending_flags",
     "raise_rule",
     "record_scan",
@@ -513,14 +514,38 @@ def _persists(branch: Branch) -> ColumnElement[bool]:
     return branch.query.where(*same).exists()
 
 
-def clear_rule(conn: Connection, rule: FlagRule, branches: Sequence[Branch], *, now: datetime) -> list[int]:
-    """Close the open ``rule`` flags whose deal (or lead) no longer leaks the same way; their ids."""
+def clear_rule(
+    conn: Connection,
+    rule: FlagRule,
+    branches: Sequence[Branch],
+    *,
+    now: datetime,
+    of_records: Sequence[int] | None = None,
+) -> list[int]:
+    """Close the open ``rule`` flags whose deal (or lead) no longer leaks the same way; their ids.
+
+    ``of_records``: only the flags of these records' deals (a deal that just moved).
+    """
     persists = [_persists(branch) for branch in branches]
     stmt = update(leak_flags).where(leak_flags.c.rule == rule, leak_flags.c.cleared_at.is_(None))
+    if of_records is not None:
+        stmt = stmt.where(_of_deals(of_records))
     if persists:
         stmt = stmt.where(~or_(*persists))
     ids = conn.execute(stmt.values(cleared_at=now).returning(leak_flags.c.id)).scalars().all()
     return sorted(ids)
+
+
+def _of_deals(record_ids: Sequence[int]) -> ColumnElement[bool]:
+    """The (correlated) flag belongs to the deal of one of ``record_ids``."""
+    moved = select(records.c.id.label("moved_id")).where(records.c.id.in_(list(record_ids))).subquery("moved")
+    return select(moved.c.moved_id).where(same_deal(moved.c.moved_id, leak_flags.c.record_id)).exists()
+
+
+def open_flags_of_deals(conn: Connection, record_ids: Sequence[int]) -> bool:
+    """Whether the deal of any of ``record_ids`` holds an open flag (one indexed probe)."""
+    query = select(leak_flags.c.id).where(leak_flags.c.cleared_at.is_(None), _of_deals(record_ids)).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def raise_rule(conn: Connection, branches: Sequence[Branch], rule: FlagRule | None = None) -> list[int]:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sync_worker.canonical import CanonicalRecord, LeakFlag, RecordStatus, StageKey, StageModel
-from sync_worker.leaks import deserialise_update, leak_gauges, scan_leaks
+from sync_worker.leaks import clear_moved, deserialise_update, leak_gauges, scan_leaks
 from sync_worker.store import SyncStore
 from sync_worker.store.schema import outbox
 from tests.store.fakes import FakeClock
@@ -256,6 +256,38 @@ def test_flags_are_raised_once_and_clear_when_the_deal_moves_on(
     assert update.flag == LeakFlag(rule=None)
     assert scan_leaks(store, model, now=now + 4 * DAY).cleared == ()
     assert len(_outbox(store)) == len(items) + 1
+
+
+def test_a_move_clears_the_deals_flags_at_once_on_every_copy_and_keeps_what_still_holds(
+    store: SyncStore, clock: FakeClock, model: StageModel
+) -> None:
+    now = clock.now
+    # Given a deal stalled in Proposal with a second copy in HubSpot, flagged and written back,
+    # and another stalled deal nobody touches
+    pipedrive = _put(store, clock, "d", StageKey.PROPOSAL, at=now - 30 * DAY)
+    hubspot = _put(store, clock, "h", StageKey.PROPOSAL, at=now - 30 * DAY, source="hubspot")
+    store.link_records([pipedrive, hubspot])
+    other = _put(store, clock, "o", StageKey.PROPOSAL, at=now - 30 * DAY)
+    raised = scan_leaks(store, model, now=now).raised
+    assert {f.record_id for f in raised} == {pipedrive, other} or {f.record_id for f in raised} == {
+        hubspot,
+        other,
+    }
+    # When a copy moves on and only the moved record is handed over (no scan)
+    _put(store, clock, "h", StageKey.NEGOTIATION, at=now + DAY, source="hubspot")
+    with store.unit():
+        cleared = clear_moved(store, model, [hubspot], now=now + DAY)
+    # Then the deal's flag is closed at once and its clear queued for both copies
+    assert [f.rule for f in cleared] == ["stalled"]
+    assert {rid for rid, _ in _flags(store)} == {other}
+    clears = sorted(
+        deserialise_update(p).external_id or "" for _, key, p in _outbox(store) if ":clear:" in key
+    )
+    assert clears == ["d", "h"]
+    # And a move that leaves the leak standing (the other deal re-seen in Proposal) clears nothing
+    _put(store, clock, "o", StageKey.PROPOSAL, at=now - 30 * DAY, amount="2000")
+    assert clear_moved(store, model, [other], now=now + DAY) == ()
+    assert {rid for rid, _ in _flags(store)} == {other}
 
 
 def test_each_new_flag_queues_one_crm_write_and_one_alert(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dramatiq
 import httpx
@@ -57,17 +58,16 @@ def _settings(
     )
 
 
-def _deal(
-    store: SyncStore,
+def _record(
     external_id: str,
     *,
     seen_days_ago: float,
     stage: StageKey,
     amount: Decimal = Decimal("100"),
     owner: str | None = None,
-) -> None:
+) -> CanonicalRecord:
     at = datetime.now(UTC) - seen_days_ago * DAY
-    record = CanonicalRecord(
+    return CanonicalRecord(
         source="pipedrive",
         kind="deal",
         external_id=external_id,
@@ -80,7 +80,11 @@ def _deal(
         owner_id=owner,
         stage_changed_at=at,
     )
-    store.upsert_record(record, origin="pipedrive", written_by_worker=False, seen_at=at)
+
+
+def _deal(store: SyncStore, external_id: str, **fields: Any) -> None:
+    record = _record(external_id, **fields)
+    store.upsert_record(record, origin="pipedrive", written_by_worker=False, seen_at=record.updated_at)
 
 
 @pytest.fixture
@@ -243,3 +247,16 @@ def test_scheduler_safety_net_pushes_alerts_only_when_configured(store_path: Pat
     off = {job.name for job in scheduled_jobs(_settings(store_path, alerts=False), streams)}
     assert "push:alert" in on and "push:pipedrive" in on
     assert "push:alert" not in off
+
+
+def test_a_deal_that_moves_has_its_flag_cleared_by_the_ingest_not_the_next_scan(
+    runtime: Runtime, store: SyncStore
+) -> None:
+    # Given a deal stalled in Proposal, flagged by a scan
+    _deal(store, "m", seen_days_ago=30, stage=StageKey.PROPOSAL)
+    assert [f.rule for f in runtime.scan_leaks().raised] == ["stalled"]
+    # When the deal moves on through the engine (a webhook or a poll)
+    moved = _record("m", seen_days_ago=0, stage=StageKey.NEGOTIATION)
+    runtime.service.ingest_record(moved)
+    # Then the flag is gone right away, before any scan
+    assert store.open_flags() == []

@@ -23,10 +23,11 @@ headers wins; while a provider said "no requests left" (remaining 0, ``Retry-Aft
 waits until the reset it announced.
 
 Redis keys, all with TTLs: ``sync-worker:rl:{account}:{bucket}`` (the log, a sorted set),
-``...:blocked`` (blocked-until time) and ``...:max`` (the learned maximum, one hour). By default the
-time base is the Redis server's clock (``TIME``), so workers on machines with skewed clocks still
-share one timeline. The account is a hash of the system, base URL and credential; never the
-credential itself.
+``...:blocked`` (blocked-until time), ``...:max`` (the learned maximum, one hour) and
+``...:reported`` (what the provider last said is left, for ``status``:
+:meth:`RedisRateLimiter.budgets`). By default the time base is the Redis server's clock
+(``TIME``), so workers on machines with skewed clocks still share one timeline. The account is a
+hash of the system, base URL and credential; never the credential itself.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from sync_worker.settings import Settings
 
 __all__ = [
     "KEY_PREFIX",
+    "Budget",
     "HeaderReader",
     "Limit",
     "LocalRateLimiter",
@@ -83,10 +85,30 @@ class Limit:
 
 @dataclass(frozen=True)
 class Observation:
-    """What one response's headers say: a maximum per bucket window, and how long to stop."""
+    """What one response's headers say: a maximum per bucket window, how long to stop, and how many
+    requests (or credits) the provider says are left in the bucket's window."""
 
     max_requests: int | None = None
     block_seconds: float | None = None
+    remaining: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bucket's budget as ``status`` shows it: ``used`` of ``limit`` in the last ``window_seconds``
+    (counted by the service's shared log), and what the provider last said is left (when it says)."""
+
+    bucket: str
+    limit: int
+    used: int
+    window_seconds: float
+    reported_remaining: int | None = None
+    reported_at: float | None = None
+
+    @property
+    def left(self) -> int:
+        """Requests the service may still send in this window by its own count."""
+        return max(0, self.limit - self.used)
 
 
 def number_header(headers: httpx.Headers, name: str) -> float | None:
@@ -379,10 +401,58 @@ class RedisRateLimiter:
         try:
             if seen.max_requests is not None:
                 self._redis.set(f"{key}:max", seen.max_requests, ex=LEARNED_TTL_SECONDS)
+            if seen.remaining is not None:
+                ttl = math.ceil(limit.window_seconds) + 60
+                self._redis.set(f"{key}:reported", f"{seen.remaining} {time.time():.3f}", ex=ttl)
             if seen.block_seconds is not None:
                 self._block_script(keys=[f"{key}:blocked"], args=[self._now_arg(), repr(seen.block_seconds)])
         except redis.RedisError as exc:
             raise TransientError(f"rate limiter: Redis failed ({type(exc).__name__})") from exc
+
+    def budgets(self) -> list[Budget]:
+        """Each bucket's use in its current window and what the provider last reported left.
+
+        Read-only (nothing is taken). Raises :class:`TransientError` when Redis fails.
+        """
+        out = []
+        try:
+            now = self._clock() if self._clock is not None else _redis_time(self._redis)
+            for bucket, limit in sorted(self._limits.items()):
+                key = self.key(bucket)
+                used = int(self._redis.zcount(key, f"({now - limit.window_seconds!r}", "+inf"))
+                learned = self._redis.get(f"{key}:max")
+                reported = self._redis.get(f"{key}:reported")
+                left, at = _reported(reported)
+                out.append(
+                    Budget(
+                        bucket=bucket,
+                        limit=_effective(limit, self._safety, int(learned) if learned else None),
+                        used=used,
+                        window_seconds=limit.window_seconds,
+                        reported_remaining=left,
+                        reported_at=at,
+                    )
+                )
+        except redis.RedisError as exc:
+            raise TransientError(f"rate limiter: Redis failed ({type(exc).__name__})") from exc
+        return out
+
+
+def _redis_time(client: redis.Redis) -> float:
+    seconds, micros = client.time()
+    return float(seconds) + float(micros) / 1_000_000
+
+
+def _reported(raw: object) -> tuple[int | None, float | None]:
+    """``b"<remaining> <epoch>"`` as written by :meth:`RedisRateLimiter.observe`."""
+    if not isinstance(raw, bytes | str):
+        return None, None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    left, _, at = text.partition(" ")
+    try:
+        return int(left), float(at)
+    except ValueError:
+        return None, None
 
 
 def account_key(system: str, base_url: str, credential: SecretStr) -> str:

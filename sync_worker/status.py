@@ -6,7 +6,10 @@ the first). Per target: the outbox (pending, failed, dead), the last push, its f
 dead letters not replayed, the open leak flags per rule and the last scan, the pauses, and whether
 the mappings on disk are valid (and, in the receiver, loaded). Everything comes from the store
 (:meth:`~sync_worker.store.SyncStore.list_activity` is written by the workers), so it is the same
-whichever machine asks.
+whichever machine asks; the request budgets come from the shared limiter in Redis
+(:meth:`~sync_worker.ratelimit.RedisRateLimiter.budgets`): per enabled source and bucket, what the
+workers used in the current window and, where the provider reports it (Zoho's
+``X-API-CREDITS-REMAINING``, Salesforce's ``Sforce-Limit-Info``), what it says is left.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
+
+from sync_worker.errors import ConfigError, TransientError
+from sync_worker.ratelimit import Budget
 from sync_worker.settings import Settings
 from sync_worker.store import Activity, SyncStore
 
@@ -74,6 +81,9 @@ class ServiceStatus:
     routes_paused: tuple[str, ...] = ()
     unmapped_deals: dict[str, int] | None = None
     """Open deals per source whose stage no mapping covers (out of the funnel)."""
+    budgets: dict[str, tuple[Budget, ...]] | None = None
+    """Per source, its request budgets (None: not asked); ``budgets_error`` when Redis failed."""
+    budgets_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601)."""
@@ -106,10 +116,36 @@ def _mappings_state(settings: Settings, loaded: bool | None) -> MappingsState:
     )
 
 
+def source_budgets(
+    settings: Settings, client: redis.Redis
+) -> tuple[dict[str, tuple[Budget, ...]], str | None]:
+    """Each enabled source's budgets from the shared limiter; an error line instead when Redis fails."""
+    from sync_worker.ratelimit import limiter_for
+    from sync_worker.runtime import enabled_streams
+
+    out: dict[str, tuple[Budget, ...]] = {}
+    for source in sorted(enabled_streams(settings)):
+        try:
+            out[source] = tuple(limiter_for(source, settings, client).budgets())
+        except ConfigError:
+            continue  # no credential: no account, no budget
+        except TransientError as exc:
+            return out, f"request budgets unavailable: {exc}"
+    return out, None
+
+
 def build_status(
-    settings: Settings, store: SyncStore, *, now: datetime, mappings_loaded: bool | None = None
+    settings: Settings,
+    store: SyncStore,
+    *,
+    now: datetime,
+    mappings_loaded: bool | None = None,
+    redis_client: redis.Redis | None = None,
 ) -> ServiceStatus:
-    """The whole status at ``now``; raises :class:`~sync_worker.errors.StoreUnavailableError`."""
+    """The whole status at ``now``; raises :class:`~sync_worker.errors.StoreUnavailableError`.
+
+    With ``redis_client``, the request budgets too (a Redis failure is reported, not raised).
+    """
     from sync_worker.leaks.scan import last_scan_at
     from sync_worker.runtime import enabled_streams
 
@@ -156,6 +192,7 @@ def build_status(
                 failures=run.failures if run else 0,
             )
         )
+    budgets, budgets_error = source_budgets(settings, redis_client) if redis_client else (None, None)
     return ServiceStatus(
         generated_at=now,
         streams=tuple(streams),
@@ -167,7 +204,28 @@ def build_status(
         mappings=_mappings_state(settings, mappings_loaded),
         routes_paused=tuple(sorted(p.name for p in pauses if p.scope == "route")),
         unmapped_deals=store.unmapped_deals(),
+        budgets=budgets,
+        budgets_error=budgets_error,
     )
+
+
+def _budget_lines(status: ServiceStatus, now: datetime) -> list[str]:
+    if status.budgets is None:
+        return []
+    lines = ["request budgets (used in the current window, by the service's shared count):"]
+    for source, budgets in sorted(status.budgets.items()):
+        for b in budgets:
+            line = (
+                f"  {source} {b.bucket}: {b.used:,} of {b.limit:,} per {_span(int(b.window_seconds))},"
+                f" {b.left:,} left"
+            )
+            if b.reported_remaining is not None and b.reported_at is not None:
+                said = datetime.fromtimestamp(b.reported_at, tz=now.tzinfo)
+                line += f"; {source} reported {b.reported_remaining:,} left {_when(said, now)}"
+            lines.append(line)
+    if status.budgets_error:
+        lines.append(f"  {status.budgets_error}")
+    return lines
 
 
 def _when(value: datetime | None, now: datetime) -> str:
@@ -233,6 +291,7 @@ def render_status(status: ServiceStatus) -> str:
     unmapped = ", ".join(f"{source} {n}" for source, n in sorted((status.unmapped_deals or {}).items()))
     if unmapped:
         lines.append(f"deals with an unmapped stage: {unmapped}  (see: sync-worker mappings check)")
+    lines += _budget_lines(status, now)
     m = status.mappings
     loaded = "" if m.loaded is None else ("; loaded" if m.loaded else "; NOT loaded")
     lines.append(

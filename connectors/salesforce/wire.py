@@ -76,13 +76,16 @@ def read_limits(headers: httpx.Headers, window_seconds: float, now_epoch: float)
     maxima = [generic.max_requests] if generic.max_requests is not None else []
     blocks = [generic.block_seconds] if generic.block_seconds is not None else []
     usage = api_usage(headers)
+    remaining = None
     if usage is not None:
         used, allocation = usage
         if window_seconds <= DAY_SECONDS + 1e-9:
             maxima.append(max(1, math.floor(allocation / math.ceil(DAY_SECONDS / window_seconds - 1e-9))))
+        if window_seconds >= DAY_SECONDS - 1e-9:  # the day's allocation is this bucket's (for status)
+            remaining = max(0, allocation - used)
         if used >= allocation:
             blocks.append(EXHAUSTED_BLOCK_SECONDS)
-    return Observation(min(maxima) if maxima else None, max(blocks) if blocks else None)
+    return Observation(min(maxima) if maxima else None, max(blocks) if blocks else None, remaining)
 
 
 def error_codes(body: Any) -> list[str]:

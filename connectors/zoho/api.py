@@ -57,6 +57,8 @@ class CreditedLimiter:
 
     def observe(self, bucket: str, headers: httpx.Headers) -> None:
         self._inner.observe(bucket, headers)
+        if bucket != "credits":  # every answer also tells the credits bucket (X-API-CREDITS-REMAINING)
+            self._inner.observe("credits", headers)
 
 
 def _list(data: Any, key: str, where: str) -> list[Mapping[str, Any]]:

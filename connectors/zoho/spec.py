@@ -22,9 +22,10 @@ from sync_worker.http import ApiClient
 from sync_worker.plugins import BuildContext, ConnectorSpec, SandboxOptions, SandboxServer, StreamSpec
 from sync_worker.ratelimit import Limit, LocalRateLimiter, Observation
 
-__all__ = ["SPEC", "build", "read_limits", "status"]
+__all__ = ["SPEC", "build", "read_limits"]
 
 _EXHAUSTED_BLOCK_SECONDS = 300.0
+_CREDITS_WINDOW_SECONDS = 86_400.0
 
 
 def _section(value: Any) -> ZohoSettings:
@@ -63,19 +64,20 @@ def build(ctx: BuildContext) -> ZohoConnector:
 
 
 def read_limits(headers: httpx.Headers, window_seconds: float, now_epoch: float) -> Observation:
-    """``X-API-CREDITS-REMAINING: 0`` stops every worker for a while (the window is rolling)."""
-    raw = headers.get(CREDITS_HEADER)
-    if raw is not None and raw.strip() == "0":
-        return Observation(block_seconds=_EXHAUSTED_BLOCK_SECONDS)
-    return Observation()
+    """``X-API-CREDITS-REMAINING`` (sent once half the day's credits are used): the credits left,
+    kept for ``status``; ``0`` stops every worker for a while (the window is rolling).
 
-
-def status(connector: ZohoConnector) -> Mapping[str, object]:
-    """What ``status`` shows for Zoho: credits left (when Zoho said) and the channel's expiry."""
-    return {
-        "credits_remaining": connector.credits_remaining,
-        "watch_expires_at": connector.watch.expires_at.isoformat() if connector.watch.expires_at else None,
-    }
+    The figure is the ``credits`` bucket's (the only one with a day-long window); the request's own
+    bucket gets the block alone.
+    """
+    raw = (headers.get(CREDITS_HEADER) or "").strip()
+    if not raw.isdigit():
+        return Observation()
+    left = int(raw)
+    return Observation(
+        block_seconds=_EXHAUSTED_BLOCK_SECONDS if left == 0 else None,
+        remaining=left if window_seconds >= _CREDITS_WINDOW_SECONDS else None,
+    )
 
 
 def _limits(section: Any) -> Mapping[str, Limit]:
@@ -124,5 +126,4 @@ SPEC = ConnectorSpec(
     deal_url=_deal_url,
     sandbox=_sandbox,
     description="Zoho CRM Deals over API v8: OAuth, Get Records paging, PUT batches, /actions/watch",
-    extra={"status": status},
 )

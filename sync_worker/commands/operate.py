@@ -27,16 +27,20 @@ __all__ = ["pause_command", "resume_command", "status_command"]
 @errors_to_exit_codes
 def status_command(ctx: click.Context, as_json: bool) -> None:
     """Per source and stream the last poll, cursor, records and next run; per target the outbox;
-    dead letters, open flags, pauses and whether the mappings are valid."""
+    dead letters, open flags, pauses, whether the mappings are valid, and each source's request
+    budget (used in the window, and what the provider says is left where it says)."""
+    from sync_worker.runtime import redis_client
     from sync_worker.status import build_status, render_status
 
     settings = settings_from(ctx)
     prepare_store(settings, migrate=False)
     store = SyncStore(settings.database_url)
+    client = redis_client(settings, socket_timeout=2.0)
     try:
-        status = build_status(settings, store, now=datetime.now(UTC))
+        status = build_status(settings, store, now=datetime.now(UTC), redis_client=client)
     finally:
         store.close()
+        client.close()
     click.echo(json.dumps(status.to_dict(), indent=2) if as_json else render_status(status), nl=not as_json)
 
 

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -584,3 +585,75 @@ def test_observe_with_nothing_left_blocks_other_processes_until_reset(rds: redis
     out.join_thread()
     assert proc.exitcode == 0
     assert 1.2 <= waited <= 3.0
+
+
+# -- what status shows: budgets used and what the provider says is left --------------------------
+
+
+@pytest.mark.usefixtures("no_sync_env")
+def test_status_shows_zoho_credits_used_and_what_zoho_said_is_left(rds: redis.Redis) -> None:
+    from connectors.zoho.api import CreditedLimiter
+    from connectors.zoho.settings import ZohoSettings
+    from sync_worker.status import MappingsState, ServiceStatus, render_status, source_budgets
+
+    settings = _settings(zoho=ZohoSettings(refresh_token=SecretStr(f"zr-{uuid.uuid4().hex}")))
+    shared = limiter_for("zoho", settings, rds)
+    try:
+        # Given three Zoho calls through the connector's limiter, the last one answered with
+        # X-API-CREDITS-REMAINING (Zoho sends it once half the day's credits are used)
+        zoho = CreditedLimiter(shared)
+        for _ in range(3):
+            zoho.acquire("default")
+        zoho.observe("default", httpx.Headers({"X-API-CREDITS-REMAINING": "24990"}))
+        # When status asks the shared limiter
+        budgets, error = source_budgets(settings, rds)
+        # Then the credits bucket shows the 3 calls of its day and Zoho's own figure
+        assert error is None
+        by_bucket = {b.bucket: b for b in budgets["zoho"]}
+        credits = by_bucket["credits"]
+        assert credits.used == 3 and credits.window_seconds == 86_400.0
+        assert credits.reported_remaining == 24990 and credits.left == credits.limit - 3
+        # And the concurrency bucket counts the same calls but carries no credits figure
+        assert by_bucket["default"].used == 3 and by_bucket["default"].reported_remaining is None
+        status = ServiceStatus(
+            generated_at=datetime.now(UTC),
+            streams=(),
+            targets=(),
+            dead_letters=0,
+            open_flags={},
+            last_scan=None,
+            paused=(),
+            mappings=MappingsState(directory="mappings", valid=True, loaded=None),
+            budgets=budgets,
+        )
+        text = render_status(status)
+        assert f"zoho credits: 3 of {credits.limit:,} per 24 h" in text
+        assert "zoho reported 24,990 left" in text
+    finally:
+        _delete_account(rds, shared.account)
+
+
+def test_status_reports_redis_down_instead_of_failing() -> None:
+    from connectors.zoho.settings import ZohoSettings
+    from sync_worker.status import source_budgets
+
+    settings = _settings(zoho=ZohoSettings(refresh_token=SecretStr("zr-down")))
+    client = redis.Redis.from_url(CLOSED_REDIS_URL, socket_connect_timeout=0.5)
+    budgets, error = source_budgets(settings, client)
+    assert budgets == {} and error is not None and "request budgets unavailable" in error
+    assert "zr-down" not in error
+
+
+def test_salesforce_and_zoho_readers_say_what_is_left_for_the_day_bucket_only() -> None:
+    from connectors.salesforce.wire import read_limits as salesforce
+    from connectors.zoho.spec import read_limits as zoho
+
+    day, second = 86_400.0, 1.0
+    used = httpx.Headers({"Sforce-Limit-Info": "api-usage=120/15000"})
+    assert salesforce(used, day, NOW_EPOCH).remaining == 14880
+    assert salesforce(used, second, NOW_EPOCH).remaining is None
+    credits = httpx.Headers({"X-API-CREDITS-REMAINING": "0"})
+    assert zoho(credits, day, NOW_EPOCH).remaining == 0
+    assert zoho(credits, second, NOW_EPOCH).remaining is None
+    assert zoho(credits, second, NOW_EPOCH).block_seconds is not None
+    assert zoho(httpx.Headers({"X-API-CREDITS-REMAINING": "n/a"}), day, NOW_EPOCH).remaining is None

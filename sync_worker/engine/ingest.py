@@ -95,6 +95,11 @@ def field_value(record: CanonicalRecord | StoredRecord, name: str) -> object:
     return value
 
 
+PRECISION = timedelta(seconds=1)
+"""The coarsest clock of the providers (Pipedrive's, whole seconds): two changes of different
+systems closer than this cannot be ordered by their timestamps."""
+
+
 def field_time(record: StoredRecord, name: str) -> datetime:
     """When a stored record's field took its value, as far as the store knows: for ``stage`` the
     earlier of its entry time (the source's stage-change time, else when the service first saw the
@@ -117,7 +122,24 @@ def changed_fields(before: StoredRecord | None, record: CanonicalRecord) -> froz
             continue
         if before is None or field_value(before, name) != new:
             changed.add(name)
+    if before is not None and "stage" not in changed and _reentered(before, record):
+        changed.add("stage")
     return frozenset(changed)
+
+
+def _reentered(before: StoredRecord, record: CanonicalRecord) -> bool:
+    """The record is in the stage the store knows, but entered it later than the store knows: it
+    left and came back through a move whose webhook was lost (A, B, A with B unseen). The source's
+    own stage-entry time says so (HubSpot ``hs_v2_date_entered_current_stage``, Pipedrive
+    ``stage_change_time``); a move back is a change like any other."""
+    entered, known = record.stage_changed_at, before.stage_entered_at
+    return (
+        record.stage is not None
+        and record.stage == before.stage
+        and entered is not None
+        and known is not None
+        and entered > known
+    )
 
 
 def is_echo(

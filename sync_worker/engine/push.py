@@ -41,7 +41,7 @@ from sync_worker.canonical import (
     UpdateResult,
 )
 from sync_worker.connector import Connector
-from sync_worker.engine.ingest import field_time, field_value
+from sync_worker.engine.ingest import PRECISION, field_time, field_value
 from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
 from sync_worker.engine.normalise import record_from_stored
 from sync_worker.engine.outbox import FLAG, MIRROR, by_kind
@@ -72,6 +72,8 @@ class Plan:
     # Per field, the value hashes the target held when the items were planned; a field some item
     # planned without knowing the target (a create, an old payload) is not listed.
     target_had: dict[str, set[str]] = field(default_factory=dict)
+    # Per field, the newest time the target's value was known to date from when items were planned
+    target_since: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def origin(self) -> tuple[str, str]:
@@ -118,6 +120,9 @@ def merge_items(items: Sequence[OutboxItem]) -> list[Plan]:
         for name, entry in raw_fields.items():
             if "t" in entry:
                 plan.target_had.setdefault(name, set()).add(value_hash(entry["t"]))
+                if entry.get("tt"):
+                    since = datetime.fromisoformat(str(entry["tt"]))
+                    plan.target_since[name] = max(since, plan.target_since.get(name, since))
             else:
                 unknown.setdefault(ref, set()).add(name)
             candidate = (entry.get("v"), str(entry.get("ts")), str(entry.get("o")))
@@ -201,11 +206,11 @@ def _store_written(
     if external_id is None:
         return
     kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
-    store.remember_writes(
-        target,
-        [(external_id, k, v.value if isinstance(v, StageKey) else v) for k, v in values.items()],
-        at=now,
-    )
+    written = [(external_id, k, v.value if isinstance(v, StageKey) else v) for k, v in values.items()]
+    # What the service wrote to these fields before is overwritten now, by itself: no longer an
+    # echo (a person setting the field back to it later makes a real change)
+    store.forget_overwritten(target, external_id, {k: v for _, k, v in written})
+    store.remember_writes(target, written, at=now)
     changes: dict[str, Any] = {k: v for k, v in values.items() if k != "status"}
     status = _status_after(model, values)
     if status is not None:
@@ -287,24 +292,42 @@ def _advance_filter(
 
 
 def _newer_at_target(
-    plan: Plan, stored: StoredRecord | None, written: frozenset[tuple[str, str, str]], values: dict[str, Any]
+    plan: Plan,
+    stored: StoredRecord | None,
+    written: frozenset[tuple[str, str, str]],
+    values: dict[str, Any],
 ) -> None:
     """Drop the fields the target changed on its own after they were planned, with a newer
     timestamp than theirs: newest wins per field, also when the target's change was observed
     after this write was queued (its own change is routed the other way and wins there).
 
     The target changed on its own when its stored value is none of the values it held when the
-    items were planned and is not a value the service wrote to it (write memory)."""
+    items were planned, or is one of them but took it later than it was known then (it went A, B,
+    A meanwhile: for the stage, whose entry time the store keeps), and is not a value the service
+    wrote to it (write memory)."""
     if stored is None or plan.external_id is None:
         return
     for name in [n for n in values if n in plan.target_had]:
         current = field_value(stored, name)
         held = value_hash(current)
-        if held in plan.target_had[name] or (plan.external_id, name, held) in written:
+        if (plan.external_id, name, held) in written:
             continue
         if held == value_hash(values[name]):
             continue  # the target already holds what would be written
+        # Only the stage has a clock of its own (its entry time); the other fields share the
+        # record's, which any field's change moves on.
+        known = plan.target_since.get(name) if name == "stage" else None
+        if held in plan.target_had[name] and (known is None or field_time(stored, name) <= known):
+            continue  # not changed since planned
         _, stamp, origin = plan.fields[name]
+        if name == "stage" and abs(field_time(stored, name) - datetime.fromisoformat(stamp)) < PRECISION:
+            # The target moved within a second of the change being written: clocks of second
+            # precision cannot order the two moves, so the system first in the tie order wins
+            # (the router applies the same rule).
+            if system_rank(stored.source) < system_rank(origin):
+                _log.info("%s %s: kept the target's move (tie order)", stored.source, plan.external_id)
+                del values[name]
+            continue
         theirs, ours = field_time(stored, name), datetime.fromisoformat(stamp)
         if theirs > ours or (theirs == ours and system_rank(stored.source) < system_rank(origin)):
             _log.info(
@@ -317,6 +340,20 @@ def _newer_at_target(
                 origin,
                 stamp,
             )
+            del values[name]
+
+
+def _drop_held(stored: StoredRecord | None, values: dict[str, Any]) -> None:
+    """Drop the fields the target's stored copy already holds. The router queues every change of
+    a mirrored field, even one back to what the target holds (A, B, A while B is still queued):
+    merged, the newest value wins, and when that is what the target holds the queued items settle
+    with no write. A currency stays beside an amount that is written."""
+    if stored is None:
+        return
+    for name in list(values):
+        if name == "currency" and "amount" in values:
+            continue
+        if value_hash(field_value(stored, name)) == value_hash(values[name]):
             del values[name]
 
 
@@ -396,6 +433,7 @@ def _plan_writes(
         current = stored.get((kind, plan.external_id)) if plan.external_id is not None else None
         _advance_filter(model, plan, current, values)
         _newer_at_target(plan, current, written, values)
+        _drop_held(current, values)
         if not values and plan.external_id is not None:
             for item in plan.items:
                 store.mark_outbox_sent(item.id)

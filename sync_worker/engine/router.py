@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any
 
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
-from sync_worker.engine.ingest import Observation, field_time, field_value
+from sync_worker.engine.ingest import PRECISION, Observation, field_time, field_value
 from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
 from sync_worker.engine.outbox import MIRROR
 from sync_worker.engine.routing import EngineRoute, routes_for
@@ -110,23 +110,62 @@ def find_target(
     return None
 
 
-def _loses_conflict(name: str, obs: Observation, target: StoredRecord | None, value: object) -> bool:
-    """True when the target changed ``name`` on its own since the last sync and its change is newer."""
+WrittenCheck = Callable[[str, object], bool]
+"""``written(field, value)``: whether the service itself wrote ``value`` to the target's ``field``
+lately (its write memory): such a value is the service's copy, not the target's own change."""
+
+
+def _loses_conflict(
+    name: str,
+    obs: Observation,
+    target: StoredRecord | None,
+    value: object,
+    written: WrittenCheck | None = None,
+) -> bool:
+    """True when the target changed ``name`` on its own since the last sync and its change is newer.
+
+    A target showing what the source moved away from is in step, unless it moved back to it on
+    its own: clearly after the source's change (the target wins), or within a second of it (the
+    clocks cannot order the two moves: the tie order decides). A target first seen in that stage
+    made no move."""
     if target is None or obs.before is None:
         return False
     current = field_value(target, name)
-    if current == value or current == field_value(obs.before, name):
-        return False  # no divergence: the target still shows what the source had
+    if current == value:
+        return False  # no divergence
+    if written is not None and written(name, current):
+        return False  # the target shows what the service copied there, not a change of its own
     theirs, ours = field_time(target, name), obs.record.updated_at
+    if current == field_value(obs.before, name):
+        if name != "stage" or theirs + PRECISION <= ours:
+            return False  # the target still shows what the source moved away from
+        if theirs >= ours + PRECISION:
+            return True  # the target came back to it on its own, clearly after the source moved
+        # The target moved to this value within a second of the source's change (a move, not a
+        # first sighting): the clocks cannot order the two moves, so the system first in the tie
+        # order wins, on both copies (the push applies the same rule the other way).
+        entered = target.stage_entered_at
+        moved = entered is not None and entered > target.first_seen_at
+        return moved and system_rank(target.source) < system_rank(obs.record.source)
+    if name == "stage" and abs(theirs - ours) < PRECISION:
+        # Moves less than a second apart cannot be ordered (Pipedrive's clock has whole seconds):
+        # the tie order decides, as the push does
+        return system_rank(target.source) < system_rank(obs.record.source)
     if theirs != ours:
         return theirs > ours
     return system_rank(target.source) < system_rank(obs.record.source)
 
 
 def plan_fields(
-    route: EngineRoute, obs: Observation, target: Target | None, model: StageModel
+    route: EngineRoute,
+    obs: Observation,
+    target: Target | None,
+    model: StageModel,
+    written: WrittenCheck | None = None,
 ) -> dict[str, object]:
-    """The fields (name -> canonical value) this route writes for this change; empty: nothing to do."""
+    """The fields (name -> canonical value) this route writes for this change; empty: nothing to do.
+
+    ``written`` tells a value the service wrote to the target (see :data:`WrittenCheck`)."""
     record = obs.record
     creating = target is None
     stored = target.stored if target is not None else None
@@ -137,8 +176,11 @@ def plan_fields(
         if route.stage == "advance_only":
             wanted = current is None or (current != new and model.is_advance(current, new))
         else:
-            wanted = (creating or "stage" in obs.changed) and current != new
-            wanted = wanted and not _loses_conflict("stage", obs, stored, new.value)
+            # A change back to what the target holds is queued too: a write of the change before it
+            # may still wait in the outbox, and the newer value must win the merge (the push drops
+            # a value the target already holds, so nothing is written twice).
+            wanted = creating or "stage" in obs.changed
+            wanted = wanted and not _loses_conflict("stage", obs, stored, new.value, written)
         if wanted:
             out["stage"] = new.value
     for name in sorted(route.fields):
@@ -147,9 +189,7 @@ def plan_fields(
             continue
         if not creating and name not in obs.changed:
             continue
-        if stored is not None and field_value(stored, name) == value:
-            continue
-        if _loses_conflict(name, obs, stored, value):
+        if _loses_conflict(name, obs, stored, value, written):
             continue
         out[name] = value
     if route.only_status is not None and "status" in route.fields and "status" not in out:
@@ -203,8 +243,13 @@ def _payload(
         "origin_record_id": obs.change.record.id,
         "fields": {
             name: {"v": _json(value), "ts": stamp, "o": record.source}
-            # "t": what the target held when this write was planned (the push re-checks it)
-            | ({"t": _json(field_value(stored, name))} if stored is not None else {})
+            # "t": what the target held when this write was planned, "tt": since when (the push
+            # re-checks both: a target stage that went A, B, A since holds "t" again, but newer)
+            | (
+                {"t": _json(field_value(stored, name)), "tt": field_time(stored, name).isoformat()}
+                if stored is not None
+                else {}
+            )
             for name, value in fields.items()
         },
         "advance_only": ["stage"] if route.stage == "advance_only" and "stage" in fields else [],
@@ -222,6 +267,20 @@ def _payload(
     else:
         payload.update(ref=target.ref, kind=target.kind, external_id=target.external_id)
     return payload
+
+
+def _write_memory(
+    store: SyncStore, target: Target | None, config: EngineConfig, clock: Callable[[], datetime]
+) -> WrittenCheck | None:
+    """The write-memory check for ``target`` (asked only when a conflict needs it)."""
+    if target is None or target.external_id is None:
+        return None
+    system, external_id = target.system, target.external_id
+
+    def written(name: str, value: object) -> bool:
+        return store.was_written(system, external_id, name, value, config.echo_window, now=clock())
+
+    return written
 
 
 def _representable(mappings: object, target: str, stage: str) -> bool:
@@ -273,7 +332,8 @@ def route_observation(
         target = find_target(store, route, record, obs.change.record.id)
         if target is None and not (route.create and record.kind in ("deal", "lead")):
             continue
-        fields = plan_fields(route, obs, target, model)
+        written = _write_memory(store, target, config, clock)
+        fields = plan_fields(route, obs, target, model, written)
         if "stage" in fields and not _representable(mappings, route.target, str(fields["stage"])):
             # `mappings validate` warned about this gap; the other fields still flow.
             _log.info("%s has no stage for canonical %r: stage not written", route.target, fields["stage"])

@@ -250,6 +250,16 @@ def _update_current(
         if record.replied_at is not None:
             changes["replied_at"] = record.replied_at
         # An unmapped stage (None) keeps the last known canonical stage and its clock.
+        stage_changed_at = record.stage_changed_at
+        if (
+            record.stage is not None
+            and record.stage == current.stage
+            and stage_changed_at is not None
+            and current.stage_entered_at is not None
+            and stage_changed_at > current.stage_entered_at
+        ):
+            # Re-entered the same stage after a move the service did not see: its clock restarts
+            changes["stage_entered_at"] = stage_changed_at
         if record.stage is not None and record.stage != current.stage:
             changes["stage"] = record.stage.value
             changes["stage_entered_at"] = entered_at

@@ -6,7 +6,7 @@ do (one result per update, in order; creates get a new id).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -51,6 +51,8 @@ class FakeConnector:
     pages: list[PullPage] = field(default_factory=list)
     fail_with: list[UpdateResult | Exception] = field(default_factory=list)
     next_id: int = 900
+    stamp: Callable[[], datetime] | None = None
+    """When set, each result carries ``updated_at`` (the modification time the provider answers)."""
 
     def list_stages(self) -> list[SourceStage]:
         return []
@@ -74,7 +76,8 @@ class FakeConnector:
             if external_id is None:
                 self.next_id += 1
                 external_id = str(self.next_id)
-            results.append(UpdateResult(update.idempotency_key, True, external_id))
+            at = self.stamp() if self.stamp is not None else None
+            results.append(UpdateResult(update.idempotency_key, True, external_id, updated_at=at))
         return results
 
     def verify_webhook(self, request: WebhookRequest) -> None:

@@ -19,6 +19,8 @@ __all__ = [
     "Activity",
     "DeadLetter",
     "FlagRule",
+    "HeldGroup",
+    "HeldStage",
     "InboxEvent",
     "OutboxItem",
     "OutboxStatus",
@@ -226,3 +228,36 @@ class Pause:
     name: str
     paused_at: datetime
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldStage:
+    """A record whose latest source stage no mapping covers: its canonical stage is held.
+
+    ``pipeline``/``stage`` are the source's ids (else names); ``pipeline_name``/``stage_name`` the
+    names it also gave. ``held_count`` counts the observations of this stage since it was first
+    held (``first_held_at``); ``stage_changed_at`` is the source's time of the move, if it said.
+    """
+
+    record_id: int
+    source: str
+    kind: RecordKind
+    external_id: str
+    pipeline: str | None
+    pipeline_name: str | None
+    stage: str | None
+    stage_name: str | None
+    stage_changed_at: datetime | None
+    first_held_at: datetime
+    last_held_at: datetime
+    held_count: int
+
+
+@dataclass(frozen=True)
+class HeldGroup:
+    """How many records are held on one unmapped ``(source, pipeline, stage)``."""
+
+    source: str
+    pipeline: str | None
+    stage: str | None
+    records: int

@@ -6,10 +6,12 @@ the sync service is a small fake whose failures the tests script.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -21,10 +23,14 @@ from sync_worker.actors import (
     poll_source,
     process_inbox_event,
     push_target,
+    reapply_held_job,
     replay_dead_letter,
 )
+from sync_worker.engine.held import HeldReapply
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import PermanentError, TransientError
+from sync_worker.mappings import MappingsHolder
+from sync_worker.runtime import send_reapply_held
 from sync_worker.store import SyncStore
 from tests.runtime.conftest import EnqueueLog
 
@@ -40,6 +46,11 @@ class FakeService:
     poll_enqueued: int = 0
     push_results: list[PushStats] = field(default_factory=list)
     pushes: list[str] = field(default_factory=list)
+    reapplied: HeldReapply = field(
+        default_factory=lambda: HeldReapply(
+            held=0, reapplied=0, still_held=0, enqueued=0, targets=frozenset()
+        )
+    )
 
     def _maybe_fail(self, method: str) -> None:
         self.attempts[method] += 1
@@ -61,6 +72,10 @@ class FakeService:
         self._maybe_fail("push")
         self.pushes.append(target)
         return self.push_results.pop(0) if self.push_results else PushStats(target=target)
+
+    def reapply_held(self) -> HeldReapply:
+        self._maybe_fail("reapply")
+        return self.reapplied
 
 
 @pytest.fixture
@@ -221,3 +236,51 @@ def test_dead_push_items_become_dead_letters_and_replay_as_fresh_outbox_items(
 def test_replaying_an_unknown_dead_letter_fails(store: SyncStore, stub_broker: StubBroker) -> None:
     with pytest.raises(PermanentError, match="does not exist"):
         replay_dead_letter(store, stub_broker, 12345)
+
+
+def test_reapplying_held_stages_schedules_pushes_only_for_the_targets_it_queued_for(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker, enqueue_log: EnqueueLog
+) -> None:
+    # Given held stages a reload now covers, whose moves queue writes for HubSpot only
+    service.reapplied = HeldReapply(
+        held=2, reapplied=1, still_held=1, enqueued=1, targets=frozenset({"hubspot"})
+    )
+    # When the job runs
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    # Then one delayed push is sent, for HubSpot, and it ran
+    delayed = [(args, delay) for _, args, delay in enqueue_log.named("push_target") if delay is not None]
+    assert delayed == [(("hubspot",), 200)]
+    assert service.pushes == ["hubspot"]
+
+
+def test_reapplying_that_queued_nothing_schedules_no_push(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker, enqueue_log: EnqueueLog
+) -> None:
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    assert service.attempts["reapply"] == 1
+    assert enqueue_log.named("push_target") == []
+
+
+def test_a_failing_reapplication_is_retried_until_it_succeeds(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker
+) -> None:
+    service.failures = [TransientError("database busy")]
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    assert service.attempts["reapply"] == 2
+
+
+def test_a_good_reload_sends_one_reapplication_job(
+    stub_broker: StubBroker, enqueue_log: EnqueueLog, tmp_path: Path
+) -> None:
+    # Given a worker's mappings holder wired as RuntimeMiddleware wires it
+    folder = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "mappings", folder)
+    holder = MappingsHolder(folder, interval=60.0)
+    holder.on_reload(send_reapply_held)
+    # When the mappings are reloaded
+    assert holder.reload() is True
+    # Then one reapply_held_job was sent
+    assert enqueue_log.named("reapply_held_job") == [("reapply_held_job", (), None)]

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sync_worker.settings import Settings
-from sync_worker.store import Activity, SyncStore
+from sync_worker.store import Activity, HeldGroup, SyncStore
 
 __all__ = ["MappingsState", "ServiceStatus", "StreamStatus", "TargetStatus", "build_status", "render_status"]
 
@@ -74,6 +74,8 @@ class ServiceStatus:
     routes_paused: tuple[str, ...] = ()
     unmapped_deals: dict[str, int] | None = None
     """Open deals per source whose stage no mapping covers (out of the funnel)."""
+    held_stages: tuple[HeldGroup, ...] = ()
+    """Records held on an unmapped stage, per source, pipeline and stage (``sync-worker held list``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601)."""
@@ -167,6 +169,7 @@ def build_status(
         mappings=_mappings_state(settings, mappings_loaded),
         routes_paused=tuple(sorted(p.name for p in pauses if p.scope == "route")),
         unmapped_deals=store.unmapped_deals(),
+        held_stages=tuple(store.held_groups()),
     )
 
 
@@ -233,6 +236,10 @@ def render_status(status: ServiceStatus) -> str:
     unmapped = ", ".join(f"{source} {n}" for source, n in sorted((status.unmapped_deals or {}).items()))
     if unmapped:
         lines.append(f"deals with an unmapped stage: {unmapped}  (see: sync-worker mappings check)")
+    held = sum(group.records for group in status.held_stages)
+    if held:
+        lines.append(f"held stages (no mapping covers them): {held}  (see: sync-worker held list)")
+        lines += [f"  {g.source} {g.label}: {g.records}" for g in status.held_stages]
     m = status.mappings
     loaded = "" if m.loaded is None else ("; loaded" if m.loaded else "; NOT loaded")
     lines.append(

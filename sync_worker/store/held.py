@@ -99,14 +99,25 @@ class HeldStagesMixin(StoreBase):
 
     def held_groups(self) -> list[HeldGroup]:
         """How many records are held per ``(source, pipeline, stage)``, most first."""
+        held = held_stages.c
         count = func.count().label("n")
         stmt = (
-            select(held_stages.c.source, held_stages.c.pipeline, held_stages.c.stage, count)
-            .group_by(held_stages.c.source, held_stages.c.pipeline, held_stages.c.stage)
-            .order_by(count.desc(), held_stages.c.source, held_stages.c.pipeline, held_stages.c.stage)
+            select(
+                held.source,
+                held.pipeline,
+                held.stage,
+                count,
+                func.max(held.pipeline_name).label("pipeline_name"),
+                func.max(held.stage_name).label("stage_name"),
+            )
+            .group_by(held.source, held.pipeline, held.stage)
+            .order_by(count.desc(), held.source, held.pipeline, held.stage)
         )
         with self._read() as conn:
-            return [HeldGroup(row.source, row.pipeline, row.stage, int(row.n)) for row in conn.execute(stmt)]
+            return [
+                HeldGroup(row.source, row.pipeline, row.stage, int(row.n), row.pipeline_name, row.stage_name)
+                for row in conn.execute(stmt)
+            ]
 
 
 def _held(row: Row[Any]) -> HeldStage:

@@ -29,6 +29,7 @@ __all__ = [
     "StageTransition",
     "StoredFlag",
     "StoredRecord",
+    "held_label",
 ]
 
 FlagRule = Literal["stalled", "regressed", "dropped", "unanswered", "diverged"]
@@ -255,9 +256,28 @@ class HeldStage:
 
 @dataclass(frozen=True)
 class HeldGroup:
-    """How many records are held on one unmapped ``(source, pipeline, stage)``."""
+    """How many records are held on one unmapped ``(source, pipeline, stage)`` (ids, else names),
+    with the names the source gave for them, if any."""
 
     source: str
     pipeline: str | None
     stage: str | None
     records: int
+    pipeline_name: str | None = None
+    stage_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``pipeline Partnerships (3) stage Intro (14)``, or as much of it as is known."""
+        pipeline, stage = (
+            held_label(self.pipeline, self.pipeline_name),
+            held_label(self.stage, self.stage_name),
+        )
+        return f"pipeline {pipeline} stage {stage}"
+
+
+def held_label(key: str | None, name: str | None) -> str:
+    """A held pipeline or stage for people: ``Partnerships (3)``, the id or name alone, else ``-``."""
+    if name is not None and key is not None and name != key:
+        return f"{name} ({key})"
+    return name or key or "-"

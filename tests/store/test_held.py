@@ -53,8 +53,11 @@ def test_held_groups_count_records_per_pipeline_and_stage(store: SyncStore) -> N
     for external_id in ("39", "40"):
         store.hold_stage(_record(store, external_id), PARTNERSHIPS)
     store.hold_stage(_record(store, "41"), UnmappedStage("pipedrive", "3", "15"))
-    groups = [(g.source, g.pipeline, g.stage, g.records) for g in store.held_groups()]
-    assert groups == [("pipedrive", "3", "14", 2), ("pipedrive", "3", "15", 1)]
+    groups = [(g.source, g.pipeline, g.stage, g.records, g.label) for g in store.held_groups()]
+    assert groups == [
+        ("pipedrive", "3", "14", 2, "pipeline Partnerships (3) stage Intro (14)"),
+        ("pipedrive", "3", "15", 1, "pipeline 3 stage 15"),
+    ]
     assert store.held_stages("hubspot") == []
 
 

@@ -29,10 +29,10 @@ from sync_worker.actors import (
 from sync_worker.engine.held import HeldReapply
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import PermanentError, TransientError
-from sync_worker.mappings import MappingsHolder
-from sync_worker.runtime import send_reapply_held
+from sync_worker.runtime import RuntimeMiddleware
+from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
-from tests.runtime.conftest import EnqueueLog
+from tests.runtime.conftest import REDIS_URL, EnqueueLog
 
 
 @dataclass
@@ -272,15 +272,35 @@ def test_a_failing_reapplication_is_retried_until_it_succeeds(
     assert service.attempts["reapply"] == 2
 
 
-def test_a_good_reload_sends_one_reapplication_job(
-    stub_broker: StubBroker, enqueue_log: EnqueueLog, tmp_path: Path
+@pytest.mark.redis
+def test_a_worker_reapplies_held_stages_at_boot_and_after_each_good_reload(
+    stub_broker: StubBroker, enqueue_log: EnqueueLog, store_path: Path, tmp_path: Path
 ) -> None:
-    # Given a worker's mappings holder wired as RuntimeMiddleware wires it
+    # Given a worker process booted on a copy of the shipped mappings
     folder = tmp_path / "mappings"
     shutil.copytree(Path(__file__).resolve().parents[2] / "mappings", folder)
-    holder = MappingsHolder(folder, interval=60.0)
-    holder.on_reload(send_reapply_held)
-    # When the mappings are reloaded
-    assert holder.reload() is True
-    # Then one reapply_held_job was sent
-    assert enqueue_log.named("reapply_held_job") == [("reapply_held_job", (), None)]
+    settings = Settings(
+        _env_file=None, database_url=f"sqlite:///{store_path}", redis_url=REDIS_URL, mappings_dir=folder
+    )
+    middleware = RuntimeMiddleware(settings)
+    middleware.after_process_boot(stub_broker)
+    try:
+        runtime = middleware.runtime
+        assert runtime is not None
+        # Then booting sent one re-application
+        assert len(enqueue_log.named("reapply_held_job")) == 1
+        # When the mappings are edited and reloaded, then another one is sent
+        pipedrive_yaml = folder / "pipedrive.yaml"
+        pipedrive_yaml.write_text(
+            pipedrive_yaml.read_text().replace("canonical: meeting", "canonical: qualified")
+        )
+        assert runtime.mappings.reload() is True
+        assert len(enqueue_log.named("reapply_held_job")) == 2
+        # And a broken edit sends nothing
+        pipedrive_yaml.write_text(
+            pipedrive_yaml.read_text().replace("canonical: qualified", "canonical: nonsense")
+        )
+        assert runtime.mappings.reload() is False
+        assert len(enqueue_log.named("reapply_held_job")) == 2
+    finally:
+        middleware.after_worker_shutdown(stub_broker, dramatiq.Worker(stub_broker))

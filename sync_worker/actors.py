@@ -15,6 +15,8 @@ Each actor calls one service function and returns (house style rule 6)::
     scan_leaks_job()                       -> the configured leak scan, then schedule pushes
                                               (and the alert push when the scan queued alerts)
     sweep_inbox_job(enqueued_before=None)  -> intake.sweep_inbox (stored but never enqueued events)
+    reapply_held_job()                     -> SyncService.reapply_held (held stages a reloaded
+                                              mapping now covers), then schedule pushes
 
 What a worker process needs (store, service, leak scan) is set once per process with
 :func:`configure_actors` (by :class:`sync_worker.runtime.RuntimeMiddleware` at process boot), never
@@ -56,6 +58,7 @@ from sync_worker.activity import (
     note_scan,
 )
 from sync_worker.broker import NOT_RETRYABLE, UNBOUND_BROKER, DeadLetterSink, count_dead_letter
+from sync_worker.engine.held import HeldReapply
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import ConfigError, PermanentError, StoreUnavailableError, TransientError
 from sync_worker.intake import DeliveryEnqueue, InboxStore, Normaliser, handle_inbox_event, sweep_inbox
@@ -88,6 +91,7 @@ __all__ = [
     "process_inbox_delivery",
     "process_inbox_event",
     "push_target",
+    "reapply_held_job",
     "record_dead_items",
     "replay_dead_letter",
     "routed_targets",
@@ -130,6 +134,8 @@ class ActorService(Protocol):
     ) -> PullStats: ...
 
     def push(self, target: str, *, limit: int = 500) -> PushStats: ...
+
+    def reapply_held(self) -> HeldReapply: ...
 
 
 class ActorStore(InboxStore, DeadLetterSink, Protocol):
@@ -479,12 +485,30 @@ def sweep_inbox_job(enqueued_before: str | None = None) -> None:
     sweep_inbox(context.store, broker_enqueue(process_inbox_event.broker), enqueued_before=before)
 
 
+@dramatiq.actor(broker=UNBOUND_BROKER, queue_name=MAINTENANCE_QUEUE, throws=NOT_RETRYABLE)
+def reapply_held_job() -> None:
+    """Re-apply the held stages the mappings in force now cover (sent after a good reload and at
+    worker start), then schedule the pushes their moves queued."""
+    context = current_context()
+    outcome = context.require_service().reapply_held()
+    if outcome.reapplied or outcome.still_held:
+        _log.info(
+            "held stages: %d re-applied, %d still held (see: sync-worker held list)",
+            outcome.reapplied,
+            outcome.still_held,
+            extra={"reapplied": outcome.reapplied, "still_held": outcome.still_held},
+        )
+    if outcome.enqueued:
+        schedule_pushes(context, routed_targets(outcome))
+
+
 ALL_ACTORS: Final[tuple[Actor[Any, Any], ...]] = (
     process_inbox_delivery,
     process_inbox_event,
     prepare_targets_job,
     poll_source,
     push_target,
+    reapply_held_job,
     scan_leaks_job,
     sweep_inbox_job,
 )

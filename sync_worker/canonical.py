@@ -135,11 +135,18 @@ RecordStatus = Literal["open", "won", "lost", "deleted"]
 
 @dataclass(frozen=True)
 class UnmappedStage:
-    """A source stage that no mapping names: an error value, never a silent default."""
+    """A source stage that no mapping names: an error value, never a silent default.
+
+    ``pipeline`` and ``stage`` are the source's ids (else names). ``pipeline_name`` and
+    ``stage_name`` are the names the source also gave, when it gave both: what a later mapping may
+    match on, so a held stage can be resolved again (they take no part in equality).
+    """
 
     source: str
     pipeline: str | None
     stage: str | None
+    pipeline_name: str | None = field(default=None, compare=False)
+    stage_name: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.source}: pipeline {self.pipeline!r} stage {self.stage!r} is not mapped"

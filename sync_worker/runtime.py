@@ -30,7 +30,7 @@ import dramatiq
 import redis
 from dramatiq import Broker
 
-from sync_worker.actors import PushLock, configure_actors
+from sync_worker.actors import PushLock, configure_actors, reapply_held_job
 from sync_worker.connector import Connector
 from sync_worker.engine import SyncService, full_streams
 from sync_worker.engine.model import EngineConfig, PushStats
@@ -58,6 +58,7 @@ __all__ = [
     "redis_client",
     "redis_push_guard",
     "redis_push_lock",
+    "send_reapply_held",
     "worker_broker",
 ]
 
@@ -335,12 +336,26 @@ class RuntimeMiddleware(dramatiq.Middleware):
     def after_process_boot(self, broker: Broker) -> None:
         self.runtime = build_runtime(self._settings)
         self.runtime.configure_actors()
+        # Held stages a mapping covers now (edited while no worker ran) or after a reload get applied.
+        self.runtime.mappings.on_reload(send_reapply_held)
+        send_reapply_held(self.runtime.mappings.current)
         _log.info("worker runtime ready: %s", ", ".join(sorted(self.runtime.connectors)) or "no connectors")
 
     def after_worker_shutdown(self, broker: Broker, worker: dramatiq.Worker) -> None:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
+
+
+def send_reapply_held(mappings: Mappings) -> None:
+    """Ask a worker to re-apply the held stages ``mappings`` may now cover (``reapply_held_job``).
+
+    When the broker cannot take the message the error is logged: the next reload or worker start
+    sends it again, and the held stages stay listed (``sync-worker held list``) meanwhile."""
+    try:
+        reapply_held_job.send()
+    except dramatiq.errors.BrokerError as exc:
+        _log.error("held stages not re-applied now (%s): the next reload or worker start retries", exc)
 
 
 def worker_broker(settings: Settings, **options: Any) -> Broker:

@@ -23,7 +23,7 @@ import redis
 from sync_worker.errors import ConfigError, TransientError
 from sync_worker.ratelimit import Budget
 from sync_worker.settings import Settings
-from sync_worker.store import Activity, SyncStore
+from sync_worker.store import Activity, HeldGroup, SyncStore
 
 __all__ = ["MappingsState", "ServiceStatus", "StreamStatus", "TargetStatus", "build_status", "render_status"]
 
@@ -84,6 +84,8 @@ class ServiceStatus:
     budgets: dict[str, tuple[Budget, ...]] | None = None
     """Per source, its request budgets (None: not asked); ``budgets_error`` when Redis failed."""
     budgets_error: str | None = None
+    held_stages: tuple[HeldGroup, ...] = ()
+    """Records held on an unmapped stage, per source, pipeline and stage (``sync-worker held list``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times as ISO 8601)."""
@@ -206,6 +208,7 @@ def build_status(
         unmapped_deals=store.unmapped_deals(),
         budgets=budgets,
         budgets_error=budgets_error,
+        held_stages=tuple(store.held_groups()),
     )
 
 
@@ -292,6 +295,10 @@ def render_status(status: ServiceStatus) -> str:
     if unmapped:
         lines.append(f"deals with an unmapped stage: {unmapped}  (see: sync-worker mappings check)")
     lines += _budget_lines(status, now)
+    held = sum(group.records for group in status.held_stages)
+    if held:
+        lines.append(f"held stages (no mapping covers them): {held}  (see: sync-worker held list)")
+        lines += [f"  {g.source} {g.label}: {g.records}" for g in status.held_stages]
     m = status.mappings
     loaded = "" if m.loaded is None else ("; loaded" if m.loaded else "; NOT loaded")
     lines.append(

@@ -1,5 +1,5 @@
 """The runtime's click commands: ``worker``, ``scheduler``, ``run``, ``sync``, ``dlq``, ``status``,
-``pause``, ``resume`` and ``plan``.
+``pause``, ``resume``, ``plan`` and ``held``.
 
 The main group in :mod:`sync_worker.cli` registers each of :data:`COMMANDS`
 (``for command in COMMANDS: main.add_command(command)``).
@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from sync_worker.commands.dlq import dlq_group
+from sync_worker.commands.held import held_group
 from sync_worker.commands.operate import pause_command, resume_command, status_command
 from sync_worker.commands.plan import plan_command
 from sync_worker.commands.run import run_command
@@ -20,6 +21,7 @@ from sync_worker.commands.worker import worker_command
 __all__ = [
     "COMMANDS",
     "dlq_group",
+    "held_group",
     "pause_command",
     "plan_command",
     "resume_command",
@@ -40,4 +42,5 @@ COMMANDS: list[click.Command] = [
     pause_command,
     resume_command,
     plan_command,
+    held_group,
 ]

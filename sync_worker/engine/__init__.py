@@ -11,6 +11,7 @@ modules behind it are pure enough to test with a SQLite store and fake connector
 from __future__ import annotations
 
 from sync_worker.engine.fullpull import full_pull_started, full_streams, last_full_pull
+from sync_worker.engine.held import HeldReapply
 from sync_worker.engine.model import (
     SYNCED_FIELDS,
     DeadItem,
@@ -29,6 +30,7 @@ __all__ = [
     "DeadItem",
     "EngineConfig",
     "EngineRoute",
+    "HeldReapply",
     "IngestResult",
     "PullStats",
     "PushStats",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sync_worker.canonical import CanonicalRecord, RecordKind
+from sync_worker.canonical import CanonicalRecord, RecordKind, UnmappedStage
 from sync_worker.engine.model import (
     EVENT_CREATED,
     EVENT_FIELD_CHANGE,
@@ -85,6 +85,12 @@ class IngestStore(Protocol):
     ) -> bool: ...
 
     def forget_overwritten(self, target: str, external_id: str, values: Mapping[str, object]) -> None: ...
+
+    def hold_stage(
+        self, record_id: int, unmapped: UnmappedStage, *, stage_changed_at: datetime | None, at: datetime
+    ) -> bool: ...
+
+    def release_held(self, record_id: int) -> bool: ...
 
 
 def field_value(record: CanonicalRecord | StoredRecord, name: str) -> object:
@@ -207,10 +213,11 @@ def observe(
     """Store ``record`` and say what changed: the one write path for webhooks and polls alike.
 
     A record older than the stored one is not applied (``change.applied`` False) and raises no
-    event; an echo is stored but raises no event either.
+    event; an echo is stored but raises no event either. An applied record on a stage no mapping
+    covers is held (:meth:`~sync_worker.store.SyncStore.hold_stage`: its raw stage is kept for
+    ``held list`` and for re-application once a mapping covers it); one on a mapped stage releases
+    a stage held before.
     """
-    if record.unmapped is not None:
-        note_unmapped(record.unmapped)
     now = clock()
     before = store.get_record(record.source, record.kind, record.external_id)
     if before is not None:
@@ -222,6 +229,8 @@ def observe(
     change = store.upsert_record(
         record, origin=record.source, written_by_worker=echo, seen_at=now, exists=before is not None
     )
+    if change.applied:
+        _track_held(store, record, change.record.id, now)
     events: frozenset[str] = frozenset()
     if change.applied and not echo:
         events = events_for(change, before, record, changed)
@@ -231,3 +240,12 @@ def observe(
                 record.source, record.external_id, {name: field_value(record, name) for name in changed}
             )
     return Observation(before, record, change, changed, echo, events)
+
+
+def _track_held(store: IngestStore, record: CanonicalRecord, record_id: int, now: datetime) -> None:
+    """Hold the record's unmapped stage (counted, warned once per stage), or release a held one."""
+    if record.unmapped is not None:
+        store.hold_stage(record_id, record.unmapped, stage_changed_at=record.stage_changed_at, at=now)
+        note_unmapped(record.unmapped)
+    elif record.stage is not None:
+        store.release_held(record_id)

@@ -20,6 +20,7 @@ from typing import Protocol
 from sync_worker.canonical import CanonicalRecord
 from sync_worker.connector import Connector, EchoCheck
 from sync_worker.engine.fullpull import record_full_pull
+from sync_worker.engine.held import HeldReapply, reapply_held
 from sync_worker.engine.ingest import observe
 from sync_worker.engine.model import EngineConfig, InboxOutcome, IngestResult, PullStats, PushStats
 from sync_worker.engine.normalise import normalise_events
@@ -138,6 +139,11 @@ class SyncService:
     def route_record_change(self, record: CanonicalRecord) -> IngestResult:
         """Alias of :meth:`ingest_record` for callers that already hold a normalised record."""
         return self.ingest_record(record)
+
+    def reapply_held(self) -> HeldReapply:
+        """Give held records the stage the mappings in force now cover, and route the move
+        (:func:`~sync_worker.engine.held.reapply_held`); run after a reload and at worker start."""
+        return reapply_held(self._store, self.mappings(), self.ingest_record)
 
     # -- inbox ---------------------------------------------------------------------------------
 

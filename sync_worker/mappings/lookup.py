@@ -137,6 +137,8 @@ class Mappings:
             source,
             pipeline if pipeline is not None else pipeline_name,
             stage if stage is not None else stage_name,
+            pipeline_name=pipeline_name,
+            stage_name=stage_name,
         )
         src = self.index.get(source)
         if src is None:

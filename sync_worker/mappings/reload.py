@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -58,6 +59,12 @@ class MappingsHolder:
         self._thread: threading.Thread | None = None
         self._seen = _fingerprint(directory)
         self._current = load_mappings(directory)
+        self._listeners: list[Callable[[Mappings], None]] = []
+
+    def on_reload(self, listener: Callable[[Mappings], None]) -> None:
+        """Call ``listener(new)`` after each reload that made a new good set current (from the
+        reloading thread; not for a broken edit). A listener handles its own errors."""
+        self._listeners.append(listener)
 
     @property
     def current(self) -> Mappings:
@@ -84,7 +91,9 @@ class MappingsHolder:
                 return False
             self._current = fresh
             self._log.info("mappings reloaded from %s", self._directory)
-            return True
+        for listener in tuple(self._listeners):
+            listener(fresh)
+        return True
 
     def _run(self) -> None:
         # A change is loaded once it has held still for one interval, so that a file caught

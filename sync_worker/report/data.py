@@ -69,6 +69,7 @@ from sync_worker.report.deals import (
     deal_outcomes,
     deal_reach,
     deals_in_period,
+    held_deals,
     totals_by_currency,
     unmapped_deals,
 )
@@ -161,7 +162,8 @@ class PipelineReport:
 
     ``reach`` is the cumulative funnel, ``outcomes`` the won/lost split (both over ``since`` when
     given); ``weighted_totals``/``open_totals`` the open pipeline per currency; ``open_deals``
-    counts deals (not copies); ``unmapped_deals`` deals whose stage no mapping names;
+    counts deals (not copies); ``unmapped_deals`` deals whose stage no mapping names; ``held_deals`` deals
+    held on a stage no mapping covers since they moved onto it (their stage shown is the last mapped);
     ``last_scan_at`` the last leak scan (None before the first).
     """
 
@@ -176,6 +178,7 @@ class PipelineReport:
     open_totals: tuple[MoneyTotal, ...] = ()
     open_deals: int = 0
     unmapped_deals: int = 0
+    held_deals: int = 0
     last_scan_at: datetime | None = None
     since: datetime | None = None
 
@@ -204,6 +207,7 @@ def build_report(
         reach = deal_reach(conn, model, period)
         outcomes = deal_outcomes(conn, model, period)
         unmapped = unmapped_deals(conn)
+        held = held_deals(conn)
         scanned = last_scan_at(conn)
         entered = _count_by_stage(conn, _entered_pairs())
         converted = _count_by_stage(conn, _converted_pairs(model))
@@ -227,6 +231,7 @@ def build_report(
         open_totals=totals_by_currency((row.currency, row.amount) for row in by_stage),
         open_deals=outcomes.open if period is None else sum(row.in_stage_now for row in funnel),
         unmapped_deals=unmapped,
+        held_deals=held,
         last_scan_at=scanned,
         since=start,
     )

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, func, select
 
 from sync_worker.canonical import StageKey, StageKind, StageModel
 from sync_worker.store.record_queries import DealCopy, deal_copies, deal_key, is_deal_head
-from sync_worker.store.schema import records, stage_history
+from sync_worker.store.schema import held_stages, records, stage_history
 
 __all__ = [
     "DealOutcomes",
@@ -37,6 +37,7 @@ __all__ = [
     "deal_outcomes",
     "deal_reach",
     "deals_in_period",
+    "held_deals",
     "totals_by_currency",
     "unmapped_deals",
 ]
@@ -147,6 +148,18 @@ def unmapped_deals(conn: Connection) -> int:
     r = records
     query = select(func.count()).where(
         r.c.kind == "deal", r.c.stage.is_(None), r.c.deleted.is_(False), is_deal_head(r)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def held_deals(conn: Connection) -> int:
+    """Live deals one copy of which is held on a stage no mapping covers (``sync-worker held list``),
+    counted once per deal however many of its copies are held."""
+    r = records
+    query = (
+        select(func.count(func.distinct(deal_key(r))))
+        .select_from(r.join(held_stages, held_stages.c.record_id == r.c.id))
+        .where(r.c.kind == "deal", r.c.deleted.is_(False))
     )
     return int(conn.execute(query).scalar_one())
 

@@ -228,6 +228,7 @@ def _summary(report: PipelineReport) -> str:
         ("Weighted pipeline", _totals(report.weighted_totals)),
         ("Won / lost", f"{report.outcomes.won} / {report.outcomes.lost}"),
         ("Unmapped deals", str(report.unmapped_deals)),
+        ("Held stages", str(report.held_deals)),
         ("Last leak scan", scanned),
     ]
     cards = "".join(f"<li>{escape(name)}<strong>{escape(value)}</strong></li>" for name, value in items)

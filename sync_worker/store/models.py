@@ -19,6 +19,8 @@ __all__ = [
     "Activity",
     "DeadLetter",
     "FlagRule",
+    "HeldGroup",
+    "HeldStage",
     "InboxEvent",
     "OutboxItem",
     "OutboxStatus",
@@ -27,6 +29,7 @@ __all__ = [
     "StageTransition",
     "StoredFlag",
     "StoredRecord",
+    "held_label",
 ]
 
 FlagRule = Literal["stalled", "regressed", "dropped", "unanswered", "diverged"]
@@ -226,3 +229,55 @@ class Pause:
     name: str
     paused_at: datetime
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldStage:
+    """A record whose latest source stage no mapping covers: its canonical stage is held.
+
+    ``pipeline``/``stage`` are the source's ids (else names); ``pipeline_name``/``stage_name`` the
+    names it also gave. ``held_count`` counts the observations of this stage since it was first
+    held (``first_held_at``); ``stage_changed_at`` is the source's time of the move, if it said.
+    """
+
+    record_id: int
+    source: str
+    kind: RecordKind
+    external_id: str
+    pipeline: str | None
+    pipeline_name: str | None
+    stage: str | None
+    stage_name: str | None
+    stage_changed_at: datetime | None
+    first_held_at: datetime
+    last_held_at: datetime
+    held_count: int
+
+
+@dataclass(frozen=True)
+class HeldGroup:
+    """How many records are held on one unmapped ``(source, pipeline, stage)`` (ids, else names),
+    with the names the source gave for them, if any."""
+
+    source: str
+    pipeline: str | None
+    stage: str | None
+    records: int
+    pipeline_name: str | None = None
+    stage_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``pipeline Partnerships (3) stage Intro (14)``, or as much of it as is known."""
+        pipeline, stage = (
+            held_label(self.pipeline, self.pipeline_name),
+            held_label(self.stage, self.stage_name),
+        )
+        return f"pipeline {pipeline} stage {stage}"
+
+
+def held_label(key: str | None, name: str | None) -> str:
+    """A held pipeline or stage for people: ``Partnerships (3)``, the id or name alone, else ``-``."""
+    if name is not None and key is not None and name != key:
+        return f"{name} ({key})"
+    return name or key or "-"

@@ -44,6 +44,7 @@ __all__ = [
     "activity",
     "cursors",
     "dead_letters",
+    "held_stages",
     "inbox",
     "leak_flags",
     "link_groups",
@@ -332,4 +333,24 @@ write_memory = Table(
     Column("value_hash", String(64), nullable=False),
     Column("written_at", UTCDateTime, nullable=False),
     Index(None, "target", "external_id", "field", "written_at"),
+)
+
+# Records whose latest source stage no mapping covers (one row per record): the canonical stage is
+# held at its last known value until a mapping names the stage, then the stage is re-applied from
+# the raw values kept here. ``pipeline``/``stage`` are the source's ids (else names), the names are
+# kept too when the source gave both. The row goes once the record lands on a mapped stage.
+held_stages = Table(
+    "held_stages",
+    metadata,
+    Column("record_id", ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String(64), nullable=False),
+    Column("pipeline", String(255)),
+    Column("pipeline_name", String(255)),
+    Column("stage", String(255)),
+    Column("stage_name", String(255)),
+    Column("stage_changed_at", UTCDateTime),
+    Column("first_held_at", UTCDateTime, nullable=False),
+    Column("last_held_at", UTCDateTime, nullable=False),
+    Column("held_count", Integer, nullable=False, server_default=text("1")),
+    Index(None, "source", "pipeline", "stage"),
 )

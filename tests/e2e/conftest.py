@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,34 @@ def settings(sandbox: RunningSandbox) -> Settings:
 @pytest.fixture(scope="session")
 def mappings() -> Mappings:
     return load_mappings(REPO / "mappings")
+
+
+@dataclass
+class CrmService:
+    """The HubSpot and Pipedrive connectors of a sandbox and the service between them."""
+
+    hubspot: Any
+    pipedrive: Any
+    service: Any
+
+    def close(self) -> None:
+        self.hubspot.close()
+        self.pipedrive.close()
+
+
+def crm_service(box: RunningSandbox, store: Any, mappings: Any) -> CrmService:
+    """The real HubSpot and Pipedrive connectors against ``box`` and a :class:`SyncService` that
+    pushes at once and knows the sandboxes' own-write markers. ``mappings``: a
+    :class:`Mappings`, or a :class:`~sync_worker.mappings.MappingsHolder` (read on each call)."""
+    import connectors.hubspot as hubspot
+    import connectors.pipedrive as pipedrive
+    from sync_worker.engine import EngineConfig, SyncService
+
+    current = mappings if isinstance(mappings, Mappings) else (lambda: mappings.current)
+    settings = settings_from_env(box.env())
+    hs = hubspot.from_settings(settings, current)
+    pd = pipedrive.from_settings(settings, current)
+    hs_marker = ":".join(str(part) for part in box.hubspot.api_source())
+    markers = {"hubspot": frozenset({hs_marker}), "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"})}
+    config = EngineConfig(coalesce_window=timedelta(0), own_change_sources=markers)
+    return CrmService(hs, pd, SyncService(store, mappings, {"hubspot": hs, "pipedrive": pd}, config=config))

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 import connectors.hubspot as hubspot
-import connectors.pipedrive as pipedrive
 from sync_worker.canonical import CanonicalUpdate, StageKey
 from sync_worker.connector import Connector
-from sync_worker.engine import EngineConfig, SyncService
+from sync_worker.engine import SyncService
 from sync_worker.errors import PermanentError
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
 from sync_worker.store import SyncStore, upgrade_database
-from tests.e2e.conftest import settings_from_env
+from tests.e2e.conftest import crm_service
 
 pytestmark = pytest.mark.slow
 
@@ -51,25 +49,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     upgrade_database(url)
     store = SyncStore(url)
     mappings = load_mappings(REPO / "mappings")
-    settings = settings_from_env(box.env())
-    hs = hubspot.from_settings(settings, mappings)
-    pd = pipedrive.from_settings(settings, mappings)
-    source, app_id = box.hubspot.api_source()
-    markers = {
-        "hubspot": frozenset({f"{source}:{app_id}"}),
-        "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
-    }
-    service = SyncService(
-        store,
-        mappings,
-        {"hubspot": hs, "pipedrive": pd},
-        config=EngineConfig(coalesce_window=timedelta(0), own_change_sources=markers),
-    )
+    crm = crm_service(box, store, mappings)
     try:
-        yield World(box, store, mappings, hs, pd, service)
+        yield World(box, store, mappings, crm.hubspot, crm.pipedrive, crm.service)
     finally:
-        hs.close()
-        pd.close()
+        crm.close()
         store.close()
         box.stop()
 

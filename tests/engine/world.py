@@ -65,6 +65,8 @@ class World:
     def __init__(self, store: SyncStore, mappings: Mappings, clock: FakeClock, **config: Any) -> None:
         self.store = store
         self.clock = clock
+        self.mappings = mappings
+        """The mappings in force: a test may swap them, as a reload does."""
         self.hubspot = FakeHubSpot("hubspot")
         self.pipedrive = FakePipedrive("pipedrive")
         self.lgm = FakeConnector("lagrowthmachine")
@@ -75,7 +77,7 @@ class World:
         }
         self.service = SyncService(
             store,
-            lambda: mappings,
+            lambda: self.mappings,
             {"hubspot": self.hubspot, "pipedrive": self.pipedrive, "lagrowthmachine": self.lgm},
             clock=clock,
             config=EngineConfig(**settings),

@@ -131,3 +131,17 @@ def test_stop_ends_the_thread(holder: MappingsHolder) -> None:
     assert thread is not None and thread.is_alive()
     holder.stop()
     assert not thread.is_alive()
+
+
+def test_reload_listeners_hear_good_reloads_only(holder: MappingsHolder, edit: Edit) -> None:
+    # Given a listener (what re-applies held stages in a worker)
+    heard: list[object] = []
+    holder.on_reload(heard.append)
+    # When a good edit is reloaded, then a broken one
+    edit("pipedrive.yaml", "canonical: meeting", "canonical: qualified")
+    assert holder.reload() is True
+    edit("pipedrive.yaml", "canonical: qualified", "canonical: nonsense")
+    assert holder.reload() is False
+    # Then the listener heard the good set once, and not the broken edit
+    assert heard == [holder.current]
+    assert meeting_in_pipedrive(holder) == StageKey.QUALIFIED

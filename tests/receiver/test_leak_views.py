@@ -189,7 +189,10 @@ def test_status_is_served_behind_the_report_token(make_harness: Callable[..., Ha
         unmapped=gap,
         status="open",
     )
-    harness.store.upsert_record(partnership, origin="pipedrive", written_by_worker=False, seen_at=NOW)
+    stored = harness.store.upsert_record(
+        partnership, origin="pipedrive", written_by_worker=False, seen_at=NOW
+    )
+    harness.store.hold_stage(stored.record.id, gap, at=NOW)
     # Then /status needs the token, and answers what `sync-worker status --json` prints
     assert harness.client.get("/status").status_code == 401
     response = harness.client.get("/status", headers={"X-Sync-Token": REPORT_TOKEN})
@@ -202,3 +205,13 @@ def test_status_is_served_behind_the_report_token(make_harness: Callable[..., Ha
     assert status["paused"] == ["source lagrowthmachine"] and status["dead_letters"] == 1
     assert status["mappings"]["valid"] is True and status["mappings"]["loaded"] is True
     assert status["unmapped_deals"] == {"pipedrive": 1}
+    assert status["held_stages"] == [
+        {
+            "source": "pipedrive",
+            "pipeline": "2",
+            "stage": "11",
+            "records": 1,
+            "pipeline_name": None,
+            "stage_name": None,
+        }
+    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_worker.canonical import StageKey, StageModel
+from sync_worker.canonical import CanonicalRecord, StageKey, StageModel, UnmappedStage
 from sync_worker.errors import StoreUnavailableError
 from sync_worker.report import build_report
 from sync_worker.store import SyncStore, upgrade_database
@@ -136,3 +136,36 @@ def test_an_unreachable_store_raises_store_unavailable(model: StageModel) -> Non
     finally:
         store.close()
     assert "127.0.0.1" not in str(caught.value)
+
+
+def test_held_deals_count_live_deals_held_on_an_unmapped_stage_once(
+    tmp_path: Path, model: StageModel
+) -> None:
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    upgrade_database(url)
+    store = SyncStore(url, clock=lambda: NOW)
+    try:
+        # Given deal 39 held on an unmapped stage in both of its linked copies, and a deleted deal 40 held
+        intro = UnmappedStage("pipedrive", "3", "14")
+        ids = {}
+        for source, external_id, deleted in (
+            ("pipedrive", "39", False),
+            ("hubspot", "9", False),
+            ("pipedrive", "40", True),
+        ):
+            record = CanonicalRecord(
+                source=source,
+                kind="deal",
+                external_id=external_id,
+                updated_at=NOW,
+                stage=StageKey.CONTACTED,
+                status="deleted" if deleted else "open",
+            )
+            ids[external_id] = store.upsert_record(record, origin=source, written_by_worker=False).record.id
+            store.hold_stage(ids[external_id], intro)
+        store.link_records([ids["39"], ids["9"]])
+        report = build_report(store, model, NOW)
+    finally:
+        store.close()
+    # Then the report counts one held deal
+    assert report.held_deals == 1

@@ -147,12 +147,13 @@ def test_flags_show_stage_labels_amounts_with_currency_and_collapse_after_twenty
 
 def test_summary_sync_table_unmapped_and_last_scan(report: PipelineReport, model: StageModel) -> None:
     html = render_html(
-        replace(report, unmapped_deals=2, last_scan_at=NOW),
+        replace(report, unmapped_deals=2, held_deals=3, last_scan_at=NOW),
         model,
         sync_summary=[SystemSync("crm-a", "12 deals", webhooks=4, writes=3, api_calls=40, rate_limited=1)],
         dead_letters=0,
     )
     assert "Unmapped deals<strong>2</strong>" in html
+    assert "Held stages<strong>3</strong>" in html
     assert "Last leak scan<strong>2024-05-01 12:00 UTC</strong>" in html
     sync = html.split('id="sync-table"', 1)[1].split("</table>", 1)[0]
     assert "crm-a" in sync and "12 deals" in sync and ">40<" in sync

@@ -6,10 +6,12 @@ the sync service is a small fake whose failures the tests script.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dramatiq
 import pytest
@@ -21,12 +23,16 @@ from sync_worker.actors import (
     poll_source,
     process_inbox_event,
     push_target,
+    reapply_held_job,
     replay_dead_letter,
 )
+from sync_worker.engine.held import HeldReapply
 from sync_worker.engine.model import DeadItem, PullStats, PushStats
 from sync_worker.errors import PermanentError, TransientError
+from sync_worker.runtime import RuntimeMiddleware
+from sync_worker.settings import Settings
 from sync_worker.store import SyncStore
-from tests.runtime.conftest import EnqueueLog
+from tests.runtime.conftest import REDIS_URL, EnqueueLog
 
 
 @dataclass
@@ -40,6 +46,11 @@ class FakeService:
     poll_enqueued: int = 0
     push_results: list[PushStats] = field(default_factory=list)
     pushes: list[str] = field(default_factory=list)
+    reapplied: HeldReapply = field(
+        default_factory=lambda: HeldReapply(
+            held=0, reapplied=0, still_held=0, enqueued=0, targets=frozenset()
+        )
+    )
 
     def _maybe_fail(self, method: str) -> None:
         self.attempts[method] += 1
@@ -61,6 +72,10 @@ class FakeService:
         self._maybe_fail("push")
         self.pushes.append(target)
         return self.push_results.pop(0) if self.push_results else PushStats(target=target)
+
+    def reapply_held(self) -> HeldReapply:
+        self._maybe_fail("reapply")
+        return self.reapplied
 
 
 @pytest.fixture
@@ -221,3 +236,71 @@ def test_dead_push_items_become_dead_letters_and_replay_as_fresh_outbox_items(
 def test_replaying_an_unknown_dead_letter_fails(store: SyncStore, stub_broker: StubBroker) -> None:
     with pytest.raises(PermanentError, match="does not exist"):
         replay_dead_letter(store, stub_broker, 12345)
+
+
+def test_reapplying_held_stages_schedules_pushes_only_for_the_targets_it_queued_for(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker, enqueue_log: EnqueueLog
+) -> None:
+    # Given held stages a reload now covers, whose moves queue writes for HubSpot only
+    service.reapplied = HeldReapply(
+        held=2, reapplied=1, still_held=1, enqueued=1, targets=frozenset({"hubspot"})
+    )
+    # When the job runs
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    # Then one delayed push is sent, for HubSpot, and it ran
+    delayed = [(args, delay) for _, args, delay in enqueue_log.named("push_target") if delay is not None]
+    assert delayed == [(("hubspot",), 200)]
+    assert service.pushes == ["hubspot"]
+
+
+def test_reapplying_that_queued_nothing_schedules_no_push(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker, enqueue_log: EnqueueLog
+) -> None:
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    assert service.attempts["reapply"] == 1
+    assert enqueue_log.named("push_target") == []
+
+
+def test_a_failing_reapplication_is_retried_until_it_succeeds(
+    service: FakeService, stub_broker: StubBroker, worker: dramatiq.Worker
+) -> None:
+    service.failures = [TransientError("database busy")]
+    reapply_held_job.send()
+    drain(stub_broker, worker)
+    assert service.attempts["reapply"] == 2
+
+
+@pytest.mark.redis
+def test_a_worker_reapplies_held_stages_at_boot_and_after_each_good_reload(
+    stub_broker: StubBroker, enqueue_log: EnqueueLog, store_path: Path, tmp_path: Path
+) -> None:
+    # Given a worker process booted on a copy of the shipped mappings
+    folder = tmp_path / "mappings"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "mappings", folder)
+    settings = Settings(
+        _env_file=None, database_url=f"sqlite:///{store_path}", redis_url=REDIS_URL, mappings_dir=folder
+    )
+    middleware = RuntimeMiddleware(settings)
+    middleware.after_process_boot(stub_broker)
+    try:
+        runtime = middleware.runtime
+        assert runtime is not None
+        # Then booting sent one re-application
+        assert len(enqueue_log.named("reapply_held_job")) == 1
+        # When the mappings are edited and reloaded, then another one is sent
+        pipedrive_yaml = folder / "pipedrive.yaml"
+        pipedrive_yaml.write_text(
+            pipedrive_yaml.read_text().replace("canonical: meeting", "canonical: qualified")
+        )
+        assert runtime.mappings.reload() is True
+        assert len(enqueue_log.named("reapply_held_job")) == 2
+        # And a broken edit sends nothing
+        pipedrive_yaml.write_text(
+            pipedrive_yaml.read_text().replace("canonical: qualified", "canonical: nonsense")
+        )
+        assert runtime.mappings.reload() is False
+        assert len(enqueue_log.named("reapply_held_job")) == 2
+    finally:
+        middleware.after_worker_shutdown(stub_broker, dramatiq.Worker(stub_broker))

@@ -52,6 +52,7 @@ def test_commands_are_exported_for_the_main_group() -> None:
         "pause",
         "resume",
         "plan",
+        "held",
     ]
 
 

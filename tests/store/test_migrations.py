@@ -21,7 +21,7 @@ def test_upgrade_from_empty_creates_every_table(db_url: str) -> None:
     upgrade_database(db_url)
     upgrade_database(db_url)
     # Then it is at the packaged head and holds every table
-    assert current_revision(db_url) == head_revision() == "0005_outbox_kind"
+    assert current_revision(db_url) == head_revision() == "0006_held_stages"
     engine = create_engine_for(db_url)
     try:
         tables = set(inspect(engine).get_table_names())

@@ -86,7 +86,8 @@ class OnDelete(StrEnum):
     """Archive the twin where the target can (HubSpot: archive; Pipedrive: ``is_archived``)."""
     MARK = "mark"
     """Write nothing to the target: the twin stays live, the deletion is logged and the deleted
-    record stays in the store (the leak scan's ``dropped`` rule reports it)."""
+    record stays in the store (the leak scan's ``dropped`` rule reports a deal deleted in a
+    live stage)."""
     IGNORE = "ignore"
     """Do nothing about the deletion."""
 

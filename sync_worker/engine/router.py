@@ -21,8 +21,9 @@ Per route (see :mod:`sync_worker.engine.routing`):
    writes fields. Per the route's ``on_delete``: ``delete`` or ``archive`` queue one ``remove``
    outbox item for the twin (:mod:`sync_worker.engine.removal` pushes it); ``mark`` writes
    nothing, logs a warning naming both records and keeps the deleted record in the store (the
-   leak scan's ``dropped`` rule reports a deal deleted while live); ``ignore`` does nothing. A
-   twin that is unknown or already deleted is left alone.
+   leak scan's ``dropped`` rule reports a deal deleted while live); ``ignore`` does nothing. The
+   twin is found by the stored link or an id only, never by e-mail alone (a contact may have
+   several deals); a twin that is unknown or already deleted is left alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -267,6 +268,12 @@ def _deleted_now(obs: Observation) -> bool:
     return obs.record.status == "deleted" and obs.before is not None and "status" in obs.changed
 
 
+def _by_identity(route: EngineRoute) -> EngineRoute:
+    """``route`` matching by the stored link and ids only: a contact may have several deals, so a
+    deletion never removes a deal found by e-mail alone."""
+    return replace(route, match=tuple(m for m in route.match if m != "email"))
+
+
 def queue_removal(
     store: SyncStore,
     route: EngineRoute,
@@ -333,14 +340,15 @@ def route_observation(
             continue
         if route.only_status is not None and record.status not in route.only_status:
             continue
-        target = find_target(store, route, record, obs.change.record.id)
         if deleting:  # before the create branch: a deletion never creates, never writes fields
+            target = find_target(store, _by_identity(route), record, obs.change.record.id)
             if queue_removal(store, route, obs, target, not_before=clock() + config.coalesce_window):
                 queued += 1
                 targets.add(route.target)
             continue
         if record.status == "deleted":
             continue  # a record deleted before the store knew it, or a replay: nothing flows from it
+        target = find_target(store, route, record, obs.change.record.id)
         if target is None and not (route.create and record.kind in ("deal", "lead")):
             continue
         fields = plan_fields(route, obs, target, model)

@@ -12,7 +12,7 @@ import pytest
 from sync_worker.canonical import StageKey, UpdateResult
 from sync_worker.engine import SyncService
 from sync_worker.engine.outbox import REMOVE
-from sync_worker.mappings import Mappings, OnDelete
+from sync_worker.mappings import Mappings, MatchBy, OnDelete
 from sync_worker.store import SyncStore
 
 from .fakes import T0, FakeClock, FakeConnector, FakeHubSpot, FakePipedrive
@@ -204,3 +204,26 @@ def test_a_failed_removal_is_retried_or_dead(
     if retried:
         clock.advance(hours=1)
         assert world.service.push("hubspot").removed == 1
+
+
+def test_a_deletion_never_removes_a_deal_found_by_email_alone(
+    store: SyncStore, mappings: Mappings, clock: FakeClock
+) -> None:
+    # Given a Pipedrive deal and a HubSpot deal of the same contact, never linked (seen while the
+    # route matched by link only)
+    at, email = T0 - timedelta(hours=2), "ada@example.com"
+    before = _world(store, mappings, clock, OnDelete.DELETE, match=(MatchBy.LINK,))
+    before.service.ingest_record(deal("hubspot", "15", StageKey.PROPOSAL, at, contact_email=email))
+    before.service.ingest_record(deal("pipedrive", "7", StageKey.PROPOSAL, at, contact_email=email))
+    pd = store.get_record("pipedrive", "deal", "7")
+    assert pd is not None and store.linked_records(pd.id) == []
+    # When the Pipedrive deal is deleted under the shipped match order (link, external_id, email)
+    world = _world(store, mappings, clock, OnDelete.DELETE)
+    result = world.service.ingest_record(
+        deal("pipedrive", "7", StageKey.PROPOSAL, T0, status="deleted", contact_email=email)
+    )
+    world.push_all()
+    # Then the HubSpot deal of the same contact is left alone
+    assert result.enqueued == 0 and world.hubspot.removals == []
+    twin = store.get_record("hubspot", "deal", "15")
+    assert twin is not None and not twin.deleted

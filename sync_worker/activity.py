@@ -78,6 +78,7 @@ def note_push(store: object, stats: PushStats) -> None:
     for outcome, amount in (
         ("written", stats.writes),
         ("created", stats.created),
+        ("removed", stats.removed),
         ("skipped", stats.skipped),
         ("retried", stats.retried),
         ("dead", dead),

@@ -29,7 +29,9 @@ __all__ = [
     "LeakFlag",
     "PullPage",
     "RecordKind",
+    "RecordRemoval",
     "RecordStatus",
+    "RemovalMode",
     "SourceStage",
     "Stage",
     "StageKey",
@@ -255,6 +257,27 @@ class CanonicalUpdate:
     contact_email: str | None = None
     origin_id: str | None = None
     flag: LeakFlag | None = None
+
+
+RemovalMode = Literal["delete", "archive"]
+"""How a record is removed: ``delete`` as the system's API deletes, ``archive`` where it can."""
+
+
+@dataclass(frozen=True)
+class RecordRemoval:
+    """The deletion or archiving of one record in ``target`` (a route's ``on_delete``).
+
+    ``origin`` and ``origin_id`` name the deleted record it follows. Answered with one
+    :class:`UpdateResult` under the same ``idempotency_key``; a record already gone counts as removed.
+    """
+
+    target: str
+    idempotency_key: str
+    kind: RecordKind
+    external_id: str
+    mode: RemovalMode
+    origin: str
+    origin_id: str
 
 
 @dataclass(frozen=True)

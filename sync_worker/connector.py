@@ -11,6 +11,10 @@ into canonical records, reading from the system only when the events do not say 
 one batch read per call where the API allows it). :class:`NormaliseContext` gives it what the core
 knows: the current mappings, the stored copy of a record, the service's own echo markers and its
 write memory.
+
+Removing records (a route's ``on_delete: delete`` or ``archive``) is an optional capability:
+a connector that can, also satisfies :class:`RecordRemover`. The core checks for it at push time
+and fails the removals of a connector without it for good (dead letters naming the route).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sync_worker.canonical import (
     CanonicalUpdate,
     PullPage,
     RecordKind,
+    RecordRemoval,
     SourceStage,
     UpdateResult,
     WebhookEvent,
@@ -39,6 +44,7 @@ __all__ = [
     "EchoCheck",
     "NormaliseContext",
     "Normalised",
+    "RecordRemover",
     "StoredLookup",
     "WebhookRequest",
     "deleted_record",
@@ -194,4 +200,15 @@ class Connector(Protocol):
 
     def close(self) -> None:
         """Release the HTTP client."""
+        ...
+
+
+@runtime_checkable
+class RecordRemover(Protocol):
+    """The optional capability of removing records (deleting or archiving them)."""
+
+    def remove_records(self, removals: Sequence[RecordRemoval]) -> list[UpdateResult]:
+        """Delete or archive each record as its ``mode`` says, batched as the API allows; one
+        result per removal, in order. A record the system no longer has counts as removed (ok).
+        A ``mode`` the system cannot do is a failed, non-retryable result naming the mode."""
         ...

@@ -10,6 +10,9 @@ HubSpot documentation followed:
   ``context.ids``, ``objectWriteTraceId`` echoed on results):
   https://developers.hubspot.com/docs/api/crm/deals and
   https://developers.hubspot.com/docs/api-reference/latest/crm/objects/deals/batch/update-deals
+* Archiving deals (``POST /crm/v3/objects/deals/batch/archive``, ``DELETE
+  /crm/v3/objects/deals/{dealId}``) for a route's ``on_delete``: see :mod:`connectors.hubspot.removal`,
+  https://developers.hubspot.com/docs/api/crm/deals
 * Pipelines (``GET /crm/v3/pipelines/deals``): https://developers.hubspot.com/docs/api/crm/pipelines
 * Properties and groups (``/crm/v3/properties/deals`` and ``.../groups``; 409 when the name
   exists): https://developers.hubspot.com/docs/api/crm/properties
@@ -38,7 +41,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from connectors.hubspot import identity, inbox, push
+from connectors.hubspot import identity, inbox, push, removal
 from connectors.hubspot.auth import BearerAuth, TokenSource
 from connectors.hubspot.convert import (
     SOURCE,
@@ -54,6 +57,7 @@ from sync_worker.canonical import (
     CanonicalRecord,
     CanonicalUpdate,
     PullPage,
+    RecordRemoval,
     SourceStage,
     UpdateResult,
     WebhookEvent,
@@ -366,6 +370,10 @@ class HubSpotConnector:
             identity_property=self._identity_property,
             find_contacts=self._find_contacts,
         )
+
+    def remove_records(self, removals: Sequence[RecordRemoval]) -> list[UpdateResult]:
+        """Archive deals (``batch/archive``; HubSpot's delete is an archive); see :mod:`.removal`."""
+        return removal.remove_records(self._request, removals)
 
     def _identity_property(self, system: str) -> bool:
         """Whether ``system``'s link-id property exists (False for a system not linked); asked once."""

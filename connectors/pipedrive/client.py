@@ -14,6 +14,11 @@ Calls (all through :class:`~sync_worker.http.ApiClient`, which maps statuses to 
 - ``GET /api/v2/persons?ids=`` (up to 100 ids per call) for contact emails.
   https://developers.pipedrive.com/docs/api/v1/Persons (v2 section)
 - ``PATCH /api/v2/deals/{id}``, ``POST /api/v2/deals``.
+- Removing a deal for a route's ``on_delete``: ``delete`` is ``DELETE /api/v2/deals/{id}`` ("marks a
+  deal as deleted. After 30 days, the deal will be permanently deleted"; 200 ``{"success": true,
+  "data": {"id": ...}}``), ``archive`` is ``PATCH /api/v2/deals/{id}`` with ``is_archived: true``;
+  a 404 means the deal is gone already (removed).
+  https://developers.pipedrive.com/docs/api/v1/Deals#deleteDeal and the v2 section of that page
 - ``POST /api/v1/notes`` (``deal_id``, ``content``); ``GET /api/v1/dealFields`` and
   ``PUT /api/v1/dealFields/{id}`` (all options sent back with their ids, new ones by label) to
   create a missing deal label. https://developers.pipedrive.com/docs/api/v1/Notes,
@@ -56,12 +61,13 @@ from sync_worker.canonical import (
     CanonicalUpdate,
     LeakFlag,
     PullPage,
+    RecordRemoval,
     SourceStage,
     UpdateResult,
     WebhookEvent,
 )
 from sync_worker.connector import NormaliseContext, Normalised, WebhookRequest
-from sync_worker.errors import ConfigError, PermanentError, SyncWorkerError, TransientError
+from sync_worker.errors import AuthError, ConfigError, PermanentError, SyncWorkerError, TransientError
 from sync_worker.http import ApiClient, RateLimiter
 from sync_worker.mappings import Mappings, MappingsSource, mappings_source
 from sync_worker.ratelimit import Limit, LocalRateLimiter
@@ -309,6 +315,33 @@ class PipedriveConnector:
             updated_at=parse_time(deal.get("update_time"), "deal update_time") if deal else None,
         )
 
+    def remove_records(self, removals: Sequence[RecordRemoval]) -> list[UpdateResult]:
+        """Delete or archive each deal (one call each; see the module docstring). A failure never
+        hides the others; :class:`~sync_worker.errors.AuthError` propagates."""
+        results: list[UpdateResult] = []
+        for removal in removals:
+            try:
+                self._remove(removal)
+            except AuthError:
+                raise
+            except PermanentError as exc:
+                gone = exc.status == 404
+                results.append(_removal_result(removal, None if gone else exc))
+            except SyncWorkerError as exc:
+                results.append(_removal_result(removal, exc))
+            else:
+                results.append(_removal_result(removal, None))
+        return results
+
+    def _remove(self, removal: RecordRemoval) -> None:
+        if removal.kind != "deal":
+            raise PermanentError(f"pipedrive: {removal.kind} records are not removed")
+        path = f"/api/v2/deals/{_path_id(removal.external_id)}"
+        if removal.mode == "archive":
+            self._patch(removal.external_id, {"is_archived": True})
+        else:
+            self._api.request("DELETE", path)
+
     def _get_deal(self, deal_id: str) -> Mapping[str, Any]:
         path = f"/api/v2/deals/{_path_id(deal_id)}"
         return _object_data(self._api.request("GET", path).data, f"GET {path}")
@@ -406,6 +439,16 @@ def _options(raw: Any) -> dict[str, int]:
         for o in raw
         if isinstance(o, dict) and isinstance(o.get("id"), int) and isinstance(o.get("label"), str)
     }
+
+
+def _removal_result(removal: RecordRemoval, error: SyncWorkerError | None) -> UpdateResult:
+    return UpdateResult(
+        idempotency_key=removal.idempotency_key,
+        ok=error is None,
+        external_id=removal.external_id,
+        error=str(error) if error is not None else None,
+        retryable=isinstance(error, TransientError),
+    )
 
 
 def _path_id(deal_id: str) -> str:

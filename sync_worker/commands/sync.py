@@ -83,6 +83,7 @@ def _add(total: PushStats, more: PushStats) -> PushStats:
         skipped=total.skipped + more.skipped,
         retried=total.retried + more.retried,
         dead=total.dead + more.dead,
+        removed=total.removed + more.removed,
     )
 
 

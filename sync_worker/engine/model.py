@@ -162,3 +162,5 @@ class PushStats:
     skipped: int = 0
     retried: int = 0
     dead: tuple[DeadItem, ...] = ()
+    removed: int = 0
+    """Target records deleted or archived for a deletion in their origin (a route's ``on_delete``)."""

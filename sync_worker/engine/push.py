@@ -15,6 +15,8 @@
   carried); found, the item becomes an update of it; not found, the deal is created.
 * After a write: every written value is remembered (``remember_write``) so its echo is
   recognised, and the stored copy of the target record is brought up to date.
+* Removals (``remove`` items, a route's ``on_delete``) are pushed after the writes by
+  :func:`~sync_worker.engine.removal.push_removals` and counted in :attr:`PushStats.removed`.
 * Failures: a retryable one is retried later with a growing delay (dead after
   ``max_attempts``); a permanent one marks the items ``dead`` with the reason, reported in
   :attr:`PushStats.dead` for the caller to dead-letter (:func:`dead_letter_items`). A
@@ -44,7 +46,8 @@ from sync_worker.connector import Connector
 from sync_worker.engine.ingest import PRECISION, field_time, field_value
 from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
 from sync_worker.engine.normalise import record_from_stored
-from sync_worker.engine.outbox import FLAG, MIRROR, by_kind
+from sync_worker.engine.outbox import FLAG, MIRROR, REMOVE, by_kind, settle_failed
+from sync_worker.engine.removal import push_removals
 from sync_worker.errors import PermanentError, SyncWorkerError
 from sync_worker.leaks.wire import deserialise_update
 from sync_worker.store import OutboxItem, StoredRecord, SyncStore
@@ -431,6 +434,14 @@ def _plan_writes(
         values = _values(plan)
         kind = "lead" if plan.kind == "lead" else "deal"
         current = stored.get((kind, plan.external_id)) if plan.external_id is not None else None
+        if current is not None and (current.deleted or current.status == "deleted"):
+            # A twin deleted meanwhile (by a person or by the service's removal) takes no write:
+            # it would fail, or bring a deleted deal back to life in the store
+            _log.info("%s %s: deleted, the queued write is dropped", target, plan.external_id)
+            for item in plan.items:
+                store.mark_outbox_sent(item.id)
+            skipped += len(plan.items)
+            continue
         _advance_filter(model, plan, current, values)
         _newer_at_target(plan, current, written, values)
         _drop_held(current, values)
@@ -475,7 +486,7 @@ def push_target(
     rejected: list[tuple[OutboxItem, str]] = [
         (item, f"outbox item of unknown kind {kind!r} for {target}")
         for kind, items in groups.items()
-        if kind not in (MIRROR, FLAG)
+        if kind not in (MIRROR, FLAG, REMOVE)
         for item in items
     ]
     flags = _flag_writes(groups.get(FLAG, ()), rejected)
@@ -485,7 +496,8 @@ def push_target(
         retried, skipped = _plan_writes(store, model, target, plans, flags, ready, config=config, now=now)
         dead = _reject(store, rejected, now)
     if not ready:
-        return PushStats(target, items=len(due), retried=retried, skipped=skipped, dead=tuple(dead))
+        stats = PushStats(target, items=len(due), retried=retried, skipped=skipped, dead=tuple(dead))
+        return _with_removals(store, connector, stats, groups.get(REMOVE, ()), config=config, now=now)
     try:
         results = connector.apply_updates([write.update for write in ready])
     except SyncWorkerError:
@@ -512,19 +524,12 @@ def push_target(
                 continue
             if written is not None and written.claimed and written.create_key is not None:
                 store.release_key(written.create_key)
-            reason = (result.error or "rejected by the target")[:500]
-            attempts = max(item.attempts for item in write.items) + 1
-            if result.retryable and attempts < config.max_attempts:
-                for item in write.items:
-                    store.mark_outbox_failed(item.id, reason, now + config.retry_delay(attempts))
-                retried += len(write.items)
-                continue
-            for item in write.items:
-                store.mark_outbox_failed(item.id, reason, now, dead=True)
-                dead.append(DeadItem(item.id, item.idempotency_key, reason, dict(item.payload)))
+            again, gone = settle_failed(store, write.items, result, config=config, now=now)
+            retried += again
+            dead += gone
         if sent:
             store.mark_outbox_sent(*sent)
-    return PushStats(
+    stats = PushStats(
         target,
         items=len(due),
         writes=writes,
@@ -532,6 +537,29 @@ def push_target(
         skipped=skipped,
         retried=retried,
         dead=tuple(dead),
+    )
+    return _with_removals(store, connector, stats, groups.get(REMOVE, ()), config=config, now=now)
+
+
+def _with_removals(
+    store: SyncStore,
+    connector: Connector,
+    stats: PushStats,
+    items: Sequence[OutboxItem],
+    *,
+    config: EngineConfig,
+    now: datetime,
+) -> PushStats:
+    """``stats`` with the outcome of the due ``remove`` items added (they go after the writes)."""
+    if not items:
+        return stats
+    done = push_removals(store, connector, stats.target, items, config=config, now=now)
+    return replace(
+        stats,
+        removed=done.removed,
+        skipped=stats.skipped + done.skipped,
+        retried=stats.retried + done.retried,
+        dead=stats.dead + done.dead,
     )
 
 

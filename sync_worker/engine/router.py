@@ -16,6 +16,14 @@ Per route (see :mod:`sync_worker.engine.routing`):
 3. The write is queued in the outbox under a deterministic idempotency key (route, origin record,
    target, values, source timestamp), ``not_before`` now + the coalescing window, so a replayed
    change is queued once and close changes to one record merge into one write at push time.
+4. A deletion (the source record's status became ``deleted``: a Pipedrive deal deleted, a HubSpot
+   deal archived) is decided before anything else, so it never creates a record and never
+   writes fields. Per the route's ``on_delete``: ``delete`` or ``archive`` queue one ``remove``
+   outbox item for the twin (:mod:`sync_worker.engine.removal` pushes it); ``mark`` writes
+   nothing, logs a warning naming both records and keeps the deleted record in the store (the
+   leak scan's ``dropped`` rule reports a deal deleted while live); ``ignore`` does nothing. The
+   twin is found by the stored link or an id only, never by e-mail alone (a contact may have
+   several deals); a twin that is unknown or already deleted is left alone.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,7 +40,7 @@ from typing import Any
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
 from sync_worker.engine.ingest import PRECISION, Observation, field_time, field_value
 from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
-from sync_worker.engine.outbox import MIRROR
+from sync_worker.engine.outbox import MIRROR, REMOVE
 from sync_worker.engine.routing import EngineRoute, routes_for
 from sync_worker.mappings import Mappings
 from sync_worker.store import StoredRecord, SyncStore
@@ -46,6 +54,7 @@ __all__ = [
     "find_target",
     "held_routes",
     "plan_fields",
+    "queue_removal",
     "route_observation",
 ]
 
@@ -179,7 +188,9 @@ def plan_fields(
             # A change back to what the target holds is queued too: a write of the change before it
             # may still wait in the outbox, and the newer value must win the merge (the push drops
             # a value the target already holds, so nothing is written twice).
-            wanted = creating or "stage" in obs.changed
+            # A record seen for the first time has no change before it waiting: nothing to outvote.
+            first_sight_in_step = obs.before is None and current == new
+            wanted = (creating or "stage" in obs.changed) and not first_sight_in_step
             wanted = wanted and not _loses_conflict("stage", obs, stored, new.value, written)
         if wanted:
             out["stage"] = new.value
@@ -189,6 +200,8 @@ def plan_fields(
             continue
         if not creating and name not in obs.changed:
             continue
+        if obs.before is None and stored is not None and field_value(stored, name) == value:
+            continue  # first sighting, already in step (see the stage above)
         if _loses_conflict(name, obs, stored, value, written):
             continue
         out[name] = value
@@ -228,6 +241,18 @@ def _key(obs: Observation, route: EngineRoute, ref: str, fields: dict[str, objec
     return f"push:{route.target}:{digest[:40]}"
 
 
+def _about(route: EngineRoute, obs: Observation) -> dict[str, Any]:
+    """What every outbox item of a route says about itself: version, route, target and origin."""
+    return {
+        "v": PAYLOAD_VERSION,
+        "route": route.name,
+        "target": route.target,
+        "origin": obs.record.source,
+        "origin_id": obs.record.external_id,
+        "origin_record_id": obs.change.record.id,
+    }
+
+
 def _payload(
     route: EngineRoute, obs: Observation, target: Target | None, fields: dict[str, object]
 ) -> dict[str, Any]:
@@ -235,12 +260,7 @@ def _payload(
     stamp = record.updated_at.isoformat()
     stored = target.stored if target is not None else None
     payload: dict[str, Any] = {
-        "v": PAYLOAD_VERSION,
-        "route": route.name,
-        "target": route.target,
-        "origin": record.source,
-        "origin_id": record.external_id,
-        "origin_record_id": obs.change.record.id,
+        **_about(route, obs),
         "fields": {
             name: {"v": _json(value), "ts": stamp, "o": record.source}
             # "t": what the target held when this write was planned, "tt": since when (the push
@@ -306,6 +326,59 @@ def held_routes(store: SyncStore, routes: tuple[EngineRoute, ...], obs: Observat
     return frozenset(held)
 
 
+def _deleted_now(obs: Observation) -> bool:
+    """True when this change is the deletion of a record the store knew live."""
+    return obs.record.status == "deleted" and obs.before is not None and "status" in obs.changed
+
+
+def _by_identity(route: EngineRoute) -> EngineRoute:
+    """``route`` matching by the stored link and ids only: a contact may have several deals, so a
+    deletion never removes a deal found by e-mail alone."""
+    return replace(route, match=tuple(m for m in route.match if m != "email"))
+
+
+def queue_removal(
+    store: SyncStore,
+    route: EngineRoute,
+    obs: Observation,
+    target: Target | None,
+    *,
+    not_before: datetime,
+) -> bool:
+    """Act on the deletion of ``obs.record`` for one route (see the module docstring, step 4);
+    True when a ``remove`` item was newly queued."""
+    record = obs.record
+    where = f"{record.source} {record.kind} {record.external_id}"
+    if route.on_delete == "ignore":
+        _log.debug("route %s: %s deleted; on_delete: ignore", route.name, where)
+        return False
+    if target is None or target.external_id is None:
+        _log.info(
+            "route %s: %s deleted; no %s twin known, nothing to remove", route.name, where, route.target
+        )
+        return False
+    if target.stored is not None and target.stored.deleted:
+        return False  # the twin is gone already (deleted on both sides, or our own removal)
+    if route.on_delete == "mark":
+        _log.warning(
+            "route %s: %s deleted; its %s twin %s is left live (on_delete: mark)",
+            route.name,
+            where,
+            route.target,
+            target.external_id,
+        )
+        return False
+    payload: dict[str, Any] = {
+        **_about(route, obs),
+        "ref": target.ref,
+        "kind": target.kind,
+        "external_id": target.external_id,
+        "mode": route.on_delete,
+    }
+    key = _key(obs, route, target.ref, {"status": "deleted"})
+    return store.enqueue_outbox(route.target, key, payload, not_before=not_before, kind=REMOVE) is not None
+
+
 def route_observation(
     store: SyncStore,
     mappings: object,
@@ -324,11 +397,20 @@ def route_observation(
     targets: set[str] = set()
     routes = routes_for(mappings, record.source, obs.events)
     held = held_routes(store, routes, obs) if routes else frozenset()
+    deleting = _deleted_now(obs)
     for route in routes:
         if route.name in held:
             continue
         if route.only_status is not None and record.status not in route.only_status:
             continue
+        if deleting:  # before the create branch: a deletion never creates, never writes fields
+            target = find_target(store, _by_identity(route), record, obs.change.record.id)
+            if queue_removal(store, route, obs, target, not_before=clock() + config.coalesce_window):
+                queued += 1
+                targets.add(route.target)
+            continue
+        if record.status == "deleted":
+            continue  # a record deleted before the store knew it, or a replay: nothing flows from it
         target = find_target(store, route, record, obs.change.record.id)
         if target is None and not (route.create and record.kind in ("deal", "lead")):
             continue

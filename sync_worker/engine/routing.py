@@ -22,13 +22,15 @@ from sync_worker.engine.model import (
     SYNCED_FIELDS,
 )
 
-__all__ = ["EngineRoute", "MatchBy", "RoutesSource", "StageMode", "as_route", "routes_for"]
+__all__ = ["EngineRoute", "MatchBy", "OnDelete", "RoutesSource", "StageMode", "as_route", "routes_for"]
 
 MatchBy = Literal["link", "external_id", "email"]
 StageMode = Literal["advance_only", "mirror", "none"]
+OnDelete = Literal["delete", "archive", "mark", "ignore"]
 
 _MATCHES: frozenset[str] = frozenset({"link", "external_id", "email"})
 _STAGE_MODES: frozenset[str] = frozenset({"advance_only", "mirror", "none"})
+_ON_DELETE: frozenset[str] = frozenset({"delete", "archive", "mark", "ignore"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,10 @@ class EngineRoute:
     ``match`` how the target record is found, in order; ``create`` make the target record when
     none matches; ``stage`` how the canonical stage is written; ``fields`` the other fields
     copied; ``only_status`` when set, only records in one of these statuses flow; ``since`` and
-    ``history`` bound the replies a reply route acts on (:func:`sync_worker.engine.router.held_routes`).
+    ``history`` bound the replies a reply route acts on (:func:`sync_worker.engine.router.held_routes`);
+    ``on_delete`` what a deletion of the source record does to its twin (``delete`` and
+    ``archive`` remove it through the target connector, ``mark`` writes nothing and reports it,
+    ``ignore`` does nothing; :func:`sync_worker.engine.router.route_observation`).
     """
 
     name: str
@@ -53,6 +58,7 @@ class EngineRoute:
     only_status: frozenset[str] | None = None
     since: datetime | None = None
     history: bool = False
+    on_delete: OnDelete = "mark"
 
     def triggered_by(self, events: Iterable[str]) -> bool:
         return bool(self.events & set(events))
@@ -118,6 +124,9 @@ def _convert(route: Any) -> EngineRoute:
     stage = _text(_first(route, "stage", "stage_mode", default="mirror") or "none")
     if stage not in _STAGE_MODES:
         raise ValueError(f"route {_first(route, 'name')!r}: unknown stage mode {stage!r}")
+    on_delete = _text(_first(route, "on_delete", default="mark") or "mark")
+    if on_delete not in _ON_DELETE:
+        raise ValueError(f"route {_first(route, 'name')!r}: unknown on_delete {on_delete!r}")
     fields = frozenset(f for f in _strings(_first(route, "fields", default=())) if f in SYNCED_FIELDS)
     only = _first(route, "only_status", "statuses")
     return EngineRoute(
@@ -132,6 +141,7 @@ def _convert(route: Any) -> EngineRoute:
         only_status=frozenset(_strings(only)) if only else None,
         since=_first(route, "since"),
         history=bool(_first(route, "history", default=False)),
+        on_delete=on_delete,  # type: ignore[arg-type]
     )
 
 

@@ -31,7 +31,7 @@ from sync_worker.mappings.models import (
     normalise_name,
 )
 from sync_worker.mappings.reload import MappingsHolder
-from sync_worker.mappings.routes import MatchBy, Route, RouteEvent, RouteField, Routes, StageMode
+from sync_worker.mappings.routes import MatchBy, OnDelete, Route, RouteEvent, RouteField, Routes, StageMode
 from sync_worker.mappings.schema import schema_documents, write_schemas
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "MappingsHolder",
     "MappingsSource",
     "MatchBy",
+    "OnDelete",
     "PipelineMapping",
     "Route",
     "RouteEvent",

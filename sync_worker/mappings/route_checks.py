@@ -213,6 +213,7 @@ def _expand(spec: RouteSpec, line: int | None) -> list[Route]:
             stage=spec.stage,
             fields=spec.fields,
             only_status=only,
+            on_delete=spec.on_delete,
             reverse=target in spec.from_,
             line=line,
             since=spec.since,

@@ -34,6 +34,7 @@ __all__ = [
     "ANY_CHANGE",
     "ROUTES_FILE",
     "MatchBy",
+    "OnDelete",
     "Route",
     "RouteEvent",
     "RouteField",
@@ -74,6 +75,21 @@ class StageMode(StrEnum):
     """Written as it is, forwards or backwards."""
     NONE = "none"
     """Not written."""
+
+
+class OnDelete(StrEnum):
+    """What a route does to the target record when the source record is deleted or archived."""
+
+    DELETE = "delete"
+    """Delete the twin as the target's API deletes (HubSpot: archive; Pipedrive: soft delete)."""
+    ARCHIVE = "archive"
+    """Archive the twin where the target can (HubSpot: archive; Pipedrive: ``is_archived``)."""
+    MARK = "mark"
+    """Write nothing to the target: the twin stays live, the deletion is logged and the deleted
+    record stays in the store (the leak scan's ``dropped`` rule reports a deal deleted in a
+    live stage)."""
+    IGNORE = "ignore"
+    """Do nothing about the deletion."""
 
 
 class MatchBy(StrEnum):
@@ -140,6 +156,11 @@ class RouteSpec(BaseModel):
     create: bool = Field(default=False, description="create the target record when none matches")
     stage: StageMode = Field(default=StageMode.NONE, description="how the canonical stage is written")
     fields: tuple[RouteField, ...] = Field(default=(), description="other fields copied to the target")
+    on_delete: OnDelete = Field(
+        default=OnDelete.MARK,
+        description="when the source record is deleted or archived: delete or archive the target"
+        " record, mark (write nothing, log and report; default) or ignore",
+    )
     enabled: bool = Field(default=True, description="false keeps the route validated but inactive")
     since: AwareDatetime | None = Field(
         default=None,
@@ -178,6 +199,7 @@ class Route:
     of a ``two_way`` entry. ``line`` is where the entry starts in ``routes.yaml`` (for messages).
     ``since`` and ``history`` bound which replies a reply route acts on (first-run safety: by
     default only replies after the route's recorded start, see :mod:`sync_worker.engine.router`).
+    ``on_delete`` says what a deletion of the source record does to the target record.
     """
 
     name: str
@@ -189,6 +211,7 @@ class Route:
     stage: StageMode
     fields: tuple[RouteField, ...]
     only_status: frozenset[RecordStatus] | None = None
+    on_delete: OnDelete = OnDelete.MARK
     reverse: bool = False
     line: int | None = None
     since: datetime | None = None

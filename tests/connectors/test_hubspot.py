@@ -17,11 +17,14 @@ from pydantic import SecretStr
 
 from connectors.hubspot import HubSpotConnector, from_canonical, from_settings, to_canonical
 from connectors.hubspot.settings import HubSpotSettings
-from sync_worker.canonical import CanonicalUpdate, LeakFlag, StageKey
+from sync_worker.canonical import CanonicalUpdate, LeakFlag, RemovalMode, StageKey
 from sync_worker.connector import Connector
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.settings import Settings
+
+from .provider_oas import validate_request, validate_response
+from .removals import removal
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hubspot"
 BASE = "https://api.hubapi.com"
@@ -696,3 +699,64 @@ def test_from_settings(mappings: Mappings, router: respx.MockRouter) -> None:
         from_settings(Settings(), mappings)
     with pytest.raises(ConfigError, match="CLIENT_ID"):
         from_settings(Settings(hubspot=HubSpotSettings(refresh_token=SecretStr("r"))), mappings)
+
+
+# -- removals (a route's on_delete) -----------------------------------------------------------------
+
+ARCHIVE = f"{BASE}/crm/v3/objects/deals/batch/archive"
+
+
+@pytest.mark.parametrize("mode", ["delete", "archive"])
+def test_removals_archive_in_batches_of_100_as_the_spec_says(
+    hub: HubSpotConnector, router: respx.MockRouter, mode: RemovalMode
+) -> None:
+    route = router.post(ARCHIVE).respond(204)
+    ids = [str(1000 + n) for n in range(101)]
+    results = hub.remove_records([removal("hubspot", i, mode) for i in ids])
+    # Both modes archive (HubSpot's delete is an archive): two calls, 100 inputs then 1
+    assert [len(_json(call)["inputs"]) for call in route.calls] == [100, 1]
+    sent = [item["id"] for call in route.calls for item in _json(call)["inputs"]]
+    assert sent == ids
+    for call in route.calls:
+        validate_request("hubspot", "/crm/v3/objects/deals/batch/archive", "POST", _json(call))
+        validate_response(
+            "hubspot", "/crm/v3/objects/deals/batch/archive", "POST", call.response.status_code, None
+        )
+    assert [(r.ok, r.external_id, r.idempotency_key) for r in results] == [
+        (True, i, f"remove-{i}") for i in ids
+    ]
+
+
+def test_a_refused_batch_is_archived_deal_by_deal_and_a_gone_deal_counts_as_removed(
+    hub: HubSpotConnector, router: respx.MockRouter
+) -> None:
+    router.post(ARCHIVE).respond(
+        400, json={"status": "error", "message": "Invalid input", "category": "VALIDATION_ERROR"}
+    )
+    one = router.delete(f"{BASE}/crm/v3/objects/deals/15").respond(204)
+    gone = router.delete(f"{BASE}/crm/v3/objects/deals/16").respond(404, json={"message": "Object not found"})
+    bad = router.delete(f"{BASE}/crm/v3/objects/deals/17").respond(400, json={"message": "bad id"})
+    results = hub.remove_records(
+        [
+            removal("hubspot", "15"),
+            removal("hubspot", "16"),
+            removal("hubspot", "17"),
+            removal("hubspot", "x1"),
+        ]
+    )
+    assert one.call_count == gone.call_count == bad.call_count == 1
+    validate_response("hubspot", "/crm/v3/objects/deals/{dealId}", "DELETE", 204, None)
+    assert [r.ok for r in results] == [True, True, False, False]
+    assert not any(r.retryable for r in results)
+    assert results[2].error is not None and "400" in results[2].error
+    assert results[3].error is not None and "deals by id only" in results[3].error
+
+
+def test_a_removal_batch_that_keeps_failing_is_retryable_and_auth_propagates(
+    hub: HubSpotConnector, router: respx.MockRouter
+) -> None:
+    route = router.post(ARCHIVE).mock(side_effect=[httpx.Response(503)] * 3 + [httpx.Response(401)])
+    (result,) = hub.remove_records([removal("hubspot", "15")])
+    assert route.call_count == 3 and not result.ok and result.retryable
+    with pytest.raises(AuthError):
+        hub.remove_records([removal("hubspot", "15")])

@@ -20,12 +20,20 @@ import respx
 
 from connectors.pipedrive import PipedriveConnector, from_settings
 from connectors.pipedrive.settings import PipedriveSettings
-from sync_worker.canonical import CanonicalUpdate, LeakFlag, StageKey, UnmappedStage
+from sync_worker.canonical import (
+    CanonicalUpdate,
+    LeakFlag,
+    StageKey,
+    UnmappedStage,
+)
 from sync_worker.connector import Connector
 from sync_worker.errors import AuthError, ConfigError, PermanentError, TransientError
 from sync_worker.mappings import Mappings, load_mappings
 from sync_worker.ratelimit import Limit, LocalRateLimiter
 from sync_worker.settings import Settings
+
+from .provider_oas import validate_request, validate_response
+from .removals import removal
 
 BASE = "https://acme.pipedrive.com"
 FIXTURES = Path(__file__).parent / "fixtures" / "pipedrive"
@@ -581,3 +589,55 @@ def test_default_limiter_paces_to_the_pipedrive_window_and_obeys_reset_headers()
     limiter.observe("default", httpx.Headers({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1.5"}))
     limiter.acquire("default")
     assert slept[-1] == pytest.approx(1.5, abs=0.51)
+
+
+# -- removals (a route's on_delete) ---------------------------------------------------------------
+
+
+def test_delete_sends_delete_and_archive_patches_is_archived(
+    router: respx.Router, make: Callable[..., PipedriveConnector]
+) -> None:
+    deleted = {"success": True, "data": {"id": 34}}
+    delete = router.delete("/api/v2/deals/34").mock(return_value=httpx.Response(200, json=deleted))
+    archived = {"success": True, "data": deal(35, "2024-07-05T10:00:00Z", is_archived=True)}
+    patch = router.patch("/api/v2/deals/35").mock(return_value=httpx.Response(200, json=archived))
+    results = make().remove_records(
+        [removal("pipedrive", "34", "delete"), removal("pipedrive", "35", "archive")]
+    )
+    assert [(r.ok, r.external_id, r.idempotency_key) for r in results] == [
+        (True, "34", "remove-34"),
+        (True, "35", "remove-35"),
+    ]
+    assert delete.call_count == 1 and delete.calls[0].request.content == b""
+    assert delete.calls[0].request.headers["x-api-token"] == TOKEN
+    validate_response("pipedrive", "/api/v2/deals/{id}", "DELETE", 200, deleted)
+    sent = json.loads(patch.calls[0].request.content)
+    assert sent == {"is_archived": True}
+    validate_request("pipedrive", "/api/v2/deals/{id}", "PATCH", sent)
+
+
+def test_a_gone_deal_counts_as_removed_and_other_failures_say_whether_to_retry(
+    router: respx.Router, make: Callable[..., PipedriveConnector]
+) -> None:
+    router.delete("/api/v2/deals/1").mock(return_value=httpx.Response(404, json={"success": False}))
+    router.delete("/api/v2/deals/2").mock(return_value=httpx.Response(503, text="down"))
+    router.delete("/api/v2/deals/3").mock(return_value=httpx.Response(400, json={"error": "bad"}))
+    results = make().remove_records(
+        [
+            removal("pipedrive", "1", "delete"),
+            removal("pipedrive", "2", "delete"),
+            removal("pipedrive", "3", "delete"),
+            removal("pipedrive", "x", "delete"),
+        ]
+    )
+    assert [(r.ok, r.retryable) for r in results] == [
+        (True, False),
+        (False, True),
+        (False, False),
+        (False, False),
+    ]
+    assert results[3].error is not None and "not numeric" in results[3].error
+    # A 401 is no answer about the deal: it propagates (the push is retried with the message)
+    router.delete("/api/v2/deals/4").mock(return_value=httpx.Response(401, json={"success": False}))
+    with pytest.raises(AuthError):
+        make().remove_records([removal("pipedrive", "4", "delete")])

@@ -144,11 +144,19 @@ def test_a_card_moved_to_another_list_reaches_its_pipedrive_twin(service: Servic
     assert isinstance(box, TrelloSandboxServer)
     open_cards = [c for c in box.state.cards.values() if not c["closed"]]
     # Given every card has its twin in Pipedrive (created by the first poll of the board), and the
-    # service has stored each twin as Pipedrive announced it
+    # service has stored each twin as Pipedrive announced it; but a card archived in an open list
+    # reads as deleted (trello.yaml), and a deletion never creates a twin (#13 defect 4)
     store = SyncStore(service.env["SYNC_DATABASE_URL"])
+    deleted: list[str] = []
     try:
         for raw in box.state.cards.values():
-            name = str(raw["name"])
+            name, card_id = str(raw["name"]), str(raw["id"])
+            seen = _eventually(
+                lambda card_id=card_id: store.get_record("trello", "deal", card_id), 90, f"card {name} stored"
+            )
+            if seen.status == "deleted":
+                deleted.append(name)
+                continue
 
             def twin_stored(name: str = name) -> Any:
                 twin = service.pipedrive_deal(name)
@@ -159,6 +167,7 @@ def test_a_card_moved_to_another_list_reaches_its_pipedrive_twin(service: Servic
             _eventually(twin_stored, 90, f"a stored twin of {name}")
     finally:
         store.close()
+    assert all(service.pipedrive_deal(name) is None for name in deleted), "a deleted card got a twin"
     # A twin created from a list Pipedrive cannot hold ("On Hold": nurture) sits in Pipedrive's first
     # stage, entered when the service saw it; a move older than that loses the conflict, as designed
     # (engine.router: the newer change wins). A person's move comes later than the twin's creation.

@@ -17,6 +17,7 @@ from sync_worker.canonical import (
     CanonicalRecord,
     CanonicalUpdate,
     PullPage,
+    RecordRemoval,
     SourceStage,
     UpdateResult,
     WebhookEvent,
@@ -26,6 +27,16 @@ from sync_worker.errors import TransientError
 from sync_worker.store.models import InboxEvent
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def _failure(planned: list[UpdateResult | Exception], keys: Sequence[str]) -> list[UpdateResult] | None:
+    """The next planned failure for a call on ``keys`` (raised, or one result per key); None: none."""
+    if not planned:
+        return None
+    failure = planned.pop(0)
+    if isinstance(failure, Exception):
+        raise failure
+    return [replace(failure, idempotency_key=key) for key in keys]
 
 
 @dataclass
@@ -65,11 +76,9 @@ class FakeConnector:
 
     def apply_updates(self, updates: Sequence[CanonicalUpdate]) -> list[UpdateResult]:
         self.applied.append(list(updates))
-        if self.fail_with:
-            failure = self.fail_with.pop(0)
-            if isinstance(failure, Exception):
-                raise failure
-            return [replace(failure, idempotency_key=u.idempotency_key) for u in updates]
+        failed = _failure(self.fail_with, [u.idempotency_key for u in updates])
+        if failed is not None:
+            return failed
         results = []
         for update in updates:
             external_id = update.external_id
@@ -104,7 +113,26 @@ class FakeConnector:
 
 
 @dataclass
-class FakeHubSpot(FakeConnector):
+class FakeRemover(FakeConnector):
+    """Adds ``remove_records`` (the optional capability); ``remove_fail_with`` answers the next call."""
+
+    removed: list[list[RecordRemoval]] = field(default_factory=list)
+    remove_fail_with: list[UpdateResult | Exception] = field(default_factory=list)
+
+    def remove_records(self, removals: Sequence[RecordRemoval]) -> list[UpdateResult]:
+        self.removed.append(list(removals))
+        failed = _failure(self.remove_fail_with, [r.idempotency_key for r in removals])
+        if failed is not None:
+            return failed
+        return [UpdateResult(r.idempotency_key, True, r.external_id) for r in removals]
+
+    @property
+    def removals(self) -> list[RecordRemoval]:
+        return [r for batch in self.removed for r in batch]
+
+
+@dataclass
+class FakeHubSpot(FakeRemover):
     """Adds ``read_deals`` (HubSpot's batch read): answers from ``records``, counting calls."""
 
     def read_deals(self, ids: Sequence[str]) -> list[CanonicalRecord]:
@@ -117,7 +145,7 @@ class FakeHubSpot(FakeConnector):
 
 
 @dataclass
-class FakePipedrive(FakeConnector):
+class FakePipedrive(FakeRemover):
     """Adds ``to_record``: a webhook deal here is ``{"record": CanonicalRecord}`` wrapped in a dict."""
 
     by_payload: dict[str, CanonicalRecord] = field(default_factory=dict)

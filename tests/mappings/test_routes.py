@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from sync_worker.canonical import RecordStatus, StageKey
+from sync_worker.engine.routing import as_route
 from sync_worker.errors import MappingError, MappingIssue
 from sync_worker.mappings import (
     Mappings,
     MappingsHolder,
     MatchBy,
+    OnDelete,
     RouteEvent,
     RouteField,
     Routes,
@@ -152,6 +154,37 @@ def test_one_way_entry_stays_one_way(mappings_dir: Path) -> None:
     assert routes.routes_from("hubspot", "stage_change") == ()
     assert routes.targets_of("pipedrive") == ("hubspot",)
     assert routes.targets_of("hubspot") == ()
+
+
+def test_on_delete_is_carried_to_both_directions_and_to_the_engine(mappings_dir: Path) -> None:
+    write_routes(
+        mappings_dir,
+        ONE_ROUTE
+        + """\
+  - name: twins
+    from: pipedrive
+    to: hubspot
+    two_way: true
+    when: any_change
+    match: [link]
+    fields: [amount]
+    on_delete: archive
+""",
+    )
+    routes = load_mappings(mappings_dir).routes
+    assert [r.on_delete for r in routes.named("twins")] == [OnDelete.ARCHIVE, OnDelete.ARCHIVE]
+    assert [r.on_delete for r in routes.named("only")] == [OnDelete.MARK]  # the default
+    assert {as_route(r).on_delete for r in routes.named("twins")} == {"archive"}
+    assert as_route(routes.named("only")[0]).on_delete == "mark"
+
+
+def test_an_unknown_on_delete_is_reported_at_its_line(mappings_dir: Path) -> None:
+    path = write_routes(
+        mappings_dir, ONE_ROUTE.replace("    stage: mirror\n", "    stage: mirror\n    on_delete: purge\n")
+    )
+    issue = only_issue(mappings_dir)
+    assert issue.file == str(path) and issue.key == "routes[0].on_delete" and issue.line == 8
+    assert "purge" in issue.message
 
 
 def test_routes_from_filters_on_source_event_and_status(mappings_dir: Path) -> None:

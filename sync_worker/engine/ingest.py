@@ -236,8 +236,13 @@ def observe(
         events = events_for(change, before, record, changed)
         if before is not None and changed:
             # What we wrote to these fields is overwritten now: no longer our echo if it comes back.
+            # A stage re-entered (same value, newer entry: a person moved away and back) is the
+            # person's now, even if the service once wrote that value: forget all of the field.
+            reentered = {"stage"} if "stage" in changed and before.stage == record.stage else set()
             store.forget_overwritten(
-                record.source, record.external_id, {name: field_value(record, name) for name in changed}
+                record.source,
+                record.external_id,
+                {name: None if name in reentered else field_value(record, name) for name in changed},
             )
     return Observation(before, record, change, changed, echo, events)
 

@@ -142,12 +142,13 @@ def _loses_conflict(
     current = field_value(target, name)
     if current == value:
         return False  # no divergence
+    theirs, ours = field_time(target, name), obs.record.updated_at
+    in_step = current == field_value(obs.before, name)
+    if in_step and (name != "stage" or theirs + PRECISION <= ours):
+        return False  # the target still shows what the source moved away from (no store read)
     if written is not None and written(name, current):
         return False  # the target shows what the service copied there, not a change of its own
-    theirs, ours = field_time(target, name), obs.record.updated_at
-    if current == field_value(obs.before, name):
-        if name != "stage" or theirs + PRECISION <= ours:
-            return False  # the target still shows what the source moved away from
+    if in_step:
         if theirs >= ours + PRECISION:
             return True  # the target came back to it on its own, clearly after the source moved
         # The target moved to this value within a second of the source's change (a move, not a

@@ -208,6 +208,7 @@ def _fresh_world(migrated_db: Path, directory: Path, mappings: Mappings) -> tupl
 
 @settings(
     max_examples=80,
+    derandomize=True,  # the same 80 stories on every machine: CI and the README's figures agree
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -39,9 +39,10 @@ from sync_worker.engine.model import (
     EVENT_STAGE_CHANGE,
     EVENT_STATUS_CHANGE,
     SYNCED_FIELDS,
+    system_rank,
 )
 from sync_worker.metrics import note_unmapped
-from sync_worker.store.models import RecordChange, StoredRecord
+from sync_worker.store.models import RecordChange, StoredRecord, stage_reentered
 
 __all__ = [
     "IngestStore",
@@ -106,6 +107,16 @@ PRECISION = timedelta(seconds=1)
 systems closer than this cannot be ordered by their timestamps."""
 
 
+def target_wins(name: str, target: str, theirs: datetime, source: str, ours: datetime) -> bool:
+    """Whether ``target``'s value of ``name`` (taken at ``theirs``) beats ``source``'s change (at
+    ``ours``): the newer one wins; stage moves less than :data:`PRECISION` apart, and equal times,
+    go to the system first in the tie order (:func:`~sync_worker.engine.model.system_rank`). The
+    router and the push decide with this one rule, so both copies end alike."""
+    if theirs != ours and not (name == "stage" and abs(theirs - ours) < PRECISION):
+        return theirs > ours
+    return system_rank(target) < system_rank(source)
+
+
 def field_time(record: StoredRecord, name: str) -> datetime:
     """When a stored record's field took its value, as far as the store knows: for ``stage`` the
     earlier of its entry time (the source's stage-change time, else when the service first saw the
@@ -128,24 +139,9 @@ def changed_fields(before: StoredRecord | None, record: CanonicalRecord) -> froz
             continue
         if before is None or field_value(before, name) != new:
             changed.add(name)
-    if before is not None and "stage" not in changed and _reentered(before, record):
-        changed.add("stage")
+    if before is not None and "stage" not in changed and stage_reentered(before, record):
+        changed.add("stage")  # a move back is a change like any other
     return frozenset(changed)
-
-
-def _reentered(before: StoredRecord, record: CanonicalRecord) -> bool:
-    """The record is in the stage the store knows, but entered it later than the store knows: it
-    left and came back through a move whose webhook was lost (A, B, A with B unseen). The source's
-    own stage-entry time says so (HubSpot ``hs_v2_date_entered_current_stage``, Pipedrive
-    ``stage_change_time``); a move back is a change like any other."""
-    entered, known = record.stage_changed_at, before.stage_entered_at
-    return (
-        record.stage is not None
-        and record.stage == before.stage
-        and entered is not None
-        and known is not None
-        and entered > known
-    )
 
 
 def is_echo(

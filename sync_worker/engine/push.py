@@ -43,7 +43,7 @@ from sync_worker.canonical import (
     UpdateResult,
 )
 from sync_worker.connector import Connector
-from sync_worker.engine.ingest import PRECISION, field_time, field_value
+from sync_worker.engine.ingest import field_time, field_value, target_wins
 from sync_worker.engine.model import DeadItem, EngineConfig, PushStats, system_rank
 from sync_worker.engine.normalise import record_from_stored
 from sync_worker.engine.outbox import FLAG, MIRROR, REMOVE, by_kind, settle_failed
@@ -77,6 +77,11 @@ class Plan:
     target_had: dict[str, set[str]] = field(default_factory=dict)
     # Per field, the newest time the target's value was known to date from when items were planned
     target_since: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def record_kind(self) -> RecordKind:
+        """The store's kind of the target record (a lead for lead pushes, else a deal)."""
+        return "lead" if self.kind == "lead" else "deal"
 
     @property
     def origin(self) -> tuple[str, str]:
@@ -171,7 +176,7 @@ def _update(target: str, plan: Plan, values: Mapping[str, Any]) -> CanonicalUpda
         origin=origin,
         origin_id=origin_id,
         external_id=plan.external_id,
-        kind="lead" if plan.kind == "lead" else "deal",
+        kind=plan.record_kind,
         stage=values.get("stage"),
         status=values.get("status"),
         title=values.get("title") or (plan.title if plan.external_id is None else None),
@@ -208,7 +213,7 @@ def _store_written(
     external_id = result.external_id or plan.external_id
     if external_id is None:
         return
-    kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
+    kind = plan.record_kind
     written = [(external_id, k, v.value if isinstance(v, StageKey) else v) for k, v in values.items()]
     # What the service wrote to these fields before is overwritten now, by itself: no longer an
     # echo (a person setting the field back to it later makes a real change)
@@ -274,9 +279,8 @@ def _made_before(store: SyncStore, target: str, plan: Plan) -> str | None:
     """The id of a ``target`` record already linked to the plan's origin (a deal a dead push made)."""
     if plan.origin_record_id is None:
         return None
-    kind = "lead" if plan.kind == "lead" else "deal"
     for record in store.linked_records(int(plan.origin_record_id)):
-        if record.source == target and record.kind == kind:
+        if record.source == target and record.kind == plan.record_kind:
             return record.external_id
     return None
 
@@ -323,16 +327,8 @@ def _newer_at_target(
         if held in plan.target_had[name] and (known is None or field_time(stored, name) <= known):
             continue  # not changed since planned
         _, stamp, origin = plan.fields[name]
-        if name == "stage" and abs(field_time(stored, name) - datetime.fromisoformat(stamp)) < PRECISION:
-            # The target moved within a second of the change being written: clocks of second
-            # precision cannot order the two moves, so the system first in the tie order wins
-            # (the router applies the same rule).
-            if system_rank(stored.source) < system_rank(origin):
-                _log.info("%s %s: kept the target's move (tie order)", stored.source, plan.external_id)
-                del values[name]
-            continue
         theirs, ours = field_time(stored, name), datetime.fromisoformat(stamp)
-        if theirs > ours or (theirs == ours and system_rank(stored.source) < system_rank(origin)):
+        if target_wins(name, stored.source, theirs, origin, ours):  # the router's rule, the other way
             _log.info(
                 "%s %s: kept the target's newer %s (%s at %s) over %s's change at %s",
                 stored.source,
@@ -398,7 +394,7 @@ def _targets_now(
     ids: dict[RecordKind, set[str]] = {}
     for plan in plans:
         if plan.external_id is not None:
-            kind: RecordKind = "lead" if plan.kind == "lead" else "deal"
+            kind = plan.record_kind
             ids.setdefault(kind, set()).add(str(plan.external_id))
     stored: dict[tuple[str, str | None], StoredRecord] = {}
     for kind, wanted in ids.items():
@@ -432,16 +428,12 @@ def _plan_writes(
             retried += len(plan.items)
             continue
         values = _values(plan)
-        kind = "lead" if plan.kind == "lead" else "deal"
-        current = stored.get((kind, plan.external_id)) if plan.external_id is not None else None
+        current = stored.get((plan.record_kind, plan.external_id)) if plan.external_id is not None else None
         if current is not None and (current.deleted or current.status == "deleted"):
             # A twin deleted meanwhile (by a person or by the service's removal) takes no write:
             # it would fail, or bring a deleted deal back to life in the store
             _log.info("%s %s: deleted, the queued write is dropped", target, plan.external_id)
-            for item in plan.items:
-                store.mark_outbox_sent(item.id)
-            skipped += len(plan.items)
-            continue
+            values.clear()
         _advance_filter(model, plan, current, values)
         _newer_at_target(plan, current, written, values)
         _drop_held(current, values)

@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from sync_worker.canonical import CanonicalRecord, RecordKind, StageKey, StageModel
-from sync_worker.engine.ingest import PRECISION, Observation, field_time, field_value
+from sync_worker.engine.ingest import PRECISION, Observation, field_time, field_value, target_wins
 from sync_worker.engine.model import EVENT_REPLY, EngineConfig, system_rank
 from sync_worker.engine.outbox import MIRROR, REMOVE
 from sync_worker.engine.routing import EngineRoute, routes_for
@@ -157,13 +157,7 @@ def _loses_conflict(
         entered = target.stage_entered_at
         moved = entered is not None and entered > target.first_seen_at
         return moved and system_rank(target.source) < system_rank(obs.record.source)
-    if name == "stage" and abs(theirs - ours) < PRECISION:
-        # Moves less than a second apart cannot be ordered (Pipedrive's clock has whole seconds):
-        # the tie order decides, as the push does
-        return system_rank(target.source) < system_rank(obs.record.source)
-    if theirs != ours:
-        return theirs > ours
-    return system_rank(target.source) < system_rank(obs.record.source)
+    return target_wins(name, target.source, theirs, obs.record.source, ours)
 
 
 def plan_fields(

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sync_worker.canonical import RecordKind, RecordStatus, StageKey, WebhookEvent
+from sync_worker.canonical import CanonicalRecord, RecordKind, RecordStatus, StageKey, WebhookEvent
 
 __all__ = [
     "AcceptResult",
@@ -30,6 +30,7 @@ __all__ = [
     "StoredFlag",
     "StoredRecord",
     "held_label",
+    "stage_reentered",
 ]
 
 FlagRule = Literal["stalled", "regressed", "dropped", "unanswered", "diverged"]
@@ -281,3 +282,18 @@ def held_label(key: str | None, name: str | None) -> str:
     if name is not None and key is not None and name != key:
         return f"{name} ({key})"
     return name or key or "-"
+
+
+def stage_reentered(stored: StoredRecord, record: CanonicalRecord) -> bool:
+    """``record`` is in the stage the store knows for it, but entered it later than the store
+    knows: it left and came back through a move the service did not see (A, B, A with B's webhook
+    lost). The source's own stage-entry time says so (HubSpot ``hs_v2_date_entered_current_stage``,
+    Pipedrive ``stage_change_time``)."""
+    entered, known = record.stage_changed_at, stored.stage_entered_at
+    return (
+        record.stage is not None
+        and record.stage == stored.stage
+        and entered is not None
+        and known is not None
+        and entered > known
+    )

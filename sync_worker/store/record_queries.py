@@ -33,7 +33,7 @@ from sqlalchemy.sql.dml import Insert
 
 from sync_worker.canonical import CanonicalRecord, StageKey
 from sync_worker.store.base import built_once, dialect_insert
-from sync_worker.store.models import RecordChange, StageTransition, StoredRecord
+from sync_worker.store.models import RecordChange, StageTransition, StoredRecord, stage_reentered
 from sync_worker.store.schema import link_groups, link_members, records, stage_history
 from sync_worker.store.types import as_utc
 
@@ -250,16 +250,9 @@ def _update_current(
         if record.replied_at is not None:
             changes["replied_at"] = record.replied_at
         # An unmapped stage (None) keeps the last known canonical stage and its clock.
-        stage_changed_at = record.stage_changed_at
-        if (
-            record.stage is not None
-            and record.stage == current.stage
-            and stage_changed_at is not None
-            and current.stage_entered_at is not None
-            and stage_changed_at > current.stage_entered_at
-        ):
+        if stage_reentered(current, record):
             # Re-entered the same stage after a move the service did not see: its clock restarts
-            changes["stage_entered_at"] = stage_changed_at
+            changes["stage_entered_at"] = record.stage_changed_at
         if record.stage is not None and record.stage != current.stage:
             changes["stage"] = record.stage.value
             changes["stage_entered_at"] = entered_at

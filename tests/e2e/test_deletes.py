@@ -11,18 +11,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-import connectors.hubspot as hubspot
-import connectors.pipedrive as pipedrive
-from sync_worker.engine import EngineConfig, SyncService
+from sync_worker.engine import SyncService
 from sync_worker.mappings import load_mappings
 from sync_worker.sandbox.runner import RunningSandbox, start_sandbox
 from sync_worker.store import SyncStore, upgrade_database
-from tests.e2e.conftest import settings_from_env
+from tests.e2e.conftest import crm_service
 
 pytestmark = pytest.mark.slow
 
@@ -61,25 +58,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     url = f"sqlite:///{tmp / 'store.db'}"
     upgrade_database(url)
     store = SyncStore(url)
-    settings = settings_from_env(box.env())
-    source, app_id = box.hubspot.api_source()
-    markers = {
-        "hubspot": frozenset({f"{source}:{app_id}"}),
-        "pipedrive": frozenset({f"api:{box.pipedrive.user_id}"}),
+    crms = {
+        mode: crm_service(box, store, load_mappings(_mappings_with(tmp / mode, mode)))
+        for mode in ("delete", "ignore")
     }
-    config = EngineConfig(coalesce_window=timedelta(0), own_change_sources=markers)
-    opened: list[hubspot.HubSpotConnector | pipedrive.PipedriveConnector] = []
-    services: dict[str, SyncService] = {}
-    for mode in ("delete", "ignore"):
-        mappings = load_mappings(_mappings_with(tmp / mode, mode))
-        hs, pd = hubspot.from_settings(settings, mappings), pipedrive.from_settings(settings, mappings)
-        opened += [hs, pd]
-        services[mode] = SyncService(store, mappings, {"hubspot": hs, "pipedrive": pd}, config=config)
     try:
-        yield World(box, store, services)
+        yield World(box, store, {mode: crm.service for mode, crm in crms.items()})
     finally:
-        for connector in opened:
-            connector.close()
+        for crm in crms.values():
+            crm.close()
         store.close()
         box.stop()
 
